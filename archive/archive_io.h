@@ -34,7 +34,10 @@ struct pyfs_archive;
 int pyfs_archive_open(const char *path, struct pyfs_archive **out, struct pyfs_err *err);
 void pyfs_archive_close(struct pyfs_archive *archive);
 
-/* Size of the payload dataset in bytes, and its byte offset in the file. */
+/*
+ * Size of the payload dataset in bytes, and its byte offset in the file (checked
+ * to lie inside the file; 0 when the payload is empty).
+ */
 uint64_t pyfs_archive_payload_size(const struct pyfs_archive *archive);
 uint64_t pyfs_archive_payload_file_offset(const struct pyfs_archive *archive);
 
@@ -69,7 +72,11 @@ struct pyfs_writer_shape {
 int pyfs_writer_create(const char *path, const struct pyfs_writer_shape *shape,
 		       struct pyfs_writer **out, struct pyfs_err *err);
 
-/* Where payload byte 0 lives in the file (a multiple of PYFS_PAYLOAD_ALIGNMENT). */
+/*
+ * Where payload byte 0 lives in the file: a multiple of PYFS_PAYLOAD_ALIGNMENT,
+ * valid from creation on (0 when the payload is empty). The caller writes the
+ * payload there through its own descriptor before pyfs_writer_finish().
+ */
 uint64_t pyfs_writer_payload_file_offset(const struct pyfs_writer *writer);
 
 /*

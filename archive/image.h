@@ -53,15 +53,18 @@ void pyfs_image_parts_free(struct pyfs_image_parts *parts);
 /*
  * Check parts and wrap them in an image. On success the image owns the
  * buffers and *parts is zeroed; on failure parts is left to the caller and err
- * names the first problem. Returns 0 or -EINVAL (invalid archive), -ENOMEM.
+ * names the first problem ("invalid archive: ..."). Returns 0 or -EINVAL
+ * (invalid archive), -ENOMEM. Linear in inodes and dirents.
  *
- * Checked, in order:
- *  - the metadata checksum (inodes, dirents, names as stored);
+ * Checked, in order (the counts first: the checksum reads that many records):
  *  - counts: at least the root inode; inode and dirent counts fit in uint32;
+ *  - the metadata checksum (inodes, dirents, names as stored);
  *  - every inode: type is directory, regular file or symlink; no mode bits
  *    beyond the type and 0777; mtime_nsec < 1e9; a file's bytes lie inside the
  *    payload, a symlink's target inside names (1..PYFS_SYMLINK_MAX bytes, no
- *    NUL); a directory's entries inside dirents, its data fields zero;
+ *    NUL); a directory's entries inside dirents; fields unused by the type are
+ *    zero (a directory's data_offset, data_size, checksum; a non-directory's
+ *    parent, first_entry, entry_count);
  *  - every dirent: name inside names, 1..PYFS_NAME_MAX bytes, no '/' or NUL,
  *    not "." or ".."; inode index in range; names strictly increasing inside a
  *    directory (so no duplicates);
@@ -80,7 +83,7 @@ int pyfs_image_verify_payload(const struct pyfs_image *image, struct pyfs_err *e
 
 /*
  * Check every regular file and symlink against its own checksum; err names
- * the first bad path. 0 or -EIO.
+ * the first bad path ("checksum mismatch in 'dir/file' ..."). 0 or -EIO.
  */
 int pyfs_image_verify_files(const struct pyfs_image *image, struct pyfs_err *err);
 
@@ -91,22 +94,24 @@ const struct pyfs_inode *pyfs_image_inode(const struct pyfs_image *image, uint32
 
 /*
  * Fill st from the archive: mode, size, nlink, mtime (ns; atime and ctime
- * equal it), st_ino = index + 1, blocks; uid/gid are left 0 for the caller.
+ * equal it), st_ino = index + 1, blocks (size / 512 rounded up), st_blksize
+ * 4096; directories have size 4096. uid/gid are left 0 for the caller.
  * Returns 0 or -ENOENT for an out-of-range index.
  */
 int pyfs_image_stat(const struct pyfs_image *image, uint32_t index, struct stat *st);
 
 /*
  * Find name (len bytes, not NUL-terminated) in directory dir by binary
- * search. Returns 0 and *found, -ENOENT (a plain miss), -ENOTDIR, or
- * -ENAMETOOLONG.
+ * search; "." is dir itself and ".." its parent. Returns 0 and *found, -ENOENT
+ * (a plain miss, or dir out of range), -ENOTDIR, or -ENAMETOOLONG.
  */
-int pyfs_image_lookup(const struct pyfs_image *image, uint32_t dir, const char *name,
-		      size_t len, uint32_t *found);
+int pyfs_image_lookup(const struct pyfs_image *image, uint32_t dir, const char *name, size_t len,
+		      uint32_t *found);
 
 /*
  * Resolve a '/'-separated path from the root without following symlinks
- * ("" and "/" are the root). Returns as pyfs_image_lookup.
+ * ("" and "/" are the root; empty components are skipped). Returns as
+ * pyfs_image_lookup.
  */
 int pyfs_image_resolve(const struct pyfs_image *image, const char *path, uint32_t *found);
 
@@ -114,18 +119,19 @@ int pyfs_image_resolve(const struct pyfs_image *image, const char *path, uint32_
  * The pos-th entry (0-based, "." and ".." not included) of directory dir.
  * Returns 0, -ENOENT past the end, or -ENOTDIR. *name is not NUL-terminated.
  */
-int pyfs_image_entry(const struct pyfs_image *image, uint32_t dir, uint64_t pos,
-		     const char **name, size_t *len, uint32_t *index);
+int pyfs_image_entry(const struct pyfs_image *image, uint32_t dir, uint64_t pos, const char **name,
+		     size_t *len, uint32_t *index);
 
 /* Number of entries of directory dir (0 for non-directories). */
 uint64_t pyfs_image_entry_count(const struct pyfs_image *image, uint32_t dir);
 
 /*
  * Up to size bytes of regular file index from offset: *data points into the
- * payload, *len is 0 at or past the end. Returns 0, -EISDIR or -EINVAL.
+ * payload, *len is 0 at or past the end. Returns 0, -EISDIR, or -EINVAL (not
+ * a regular file, or index out of range).
  */
-int pyfs_image_read(const struct pyfs_image *image, uint32_t index, uint64_t offset,
-		    uint64_t size, const uint8_t **data, size_t *len);
+int pyfs_image_read(const struct pyfs_image *image, uint32_t index, uint64_t offset, uint64_t size,
+		    const uint8_t **data, size_t *len);
 
 /* The target of symlink index (not NUL-terminated). 0 or -EINVAL. */
 int pyfs_image_readlink(const struct pyfs_image *image, uint32_t index, const char **target,
@@ -137,7 +143,7 @@ struct pyfs_image_totals {
 	uint64_t directories;
 	uint64_t files;
 	uint64_t symlinks;
-	uint64_t file_bytes;    /* sum of file sizes, each inode once */
+	uint64_t file_bytes;	/* sum of file sizes, each inode once */
 	uint64_t payload_bytes; /* stored: file_bytes less what dedup saved */
 };
 

@@ -34,7 +34,7 @@
  *   - metadata_checksum  over the raw little-endian bytes of inodes, then
  *                        dirents, then names, exactly as stored.
  *
- * Archive bytes are untrusted: a reader must run pyfs_image_validate() (image.h)
+ * Archive bytes are untrusted: a reader must run pyfs_image_create() (image.h)
  * before it serves anything. The rules it enforces are listed there and in
  * docs/FORMAT.md; this header is the truth when the two disagree.
  */

@@ -1,0 +1,822 @@
+/*
+ * image.c - the in-RAM image of an archive: one validation pass over the
+ * untrusted parts (O(inodes + dirents) plus the name comparisons), then
+ * bounds-checked accessors that serve the packer's tools and the daemon.
+ * Messages about names escape control bytes so every error stays one line.
+ */
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
+#include "image.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <xxhash.h>
+
+/* st_size and st_blksize reported for directories and every inode. */
+#define IMAGE_DIR_SIZE 4096
+#define IMAGE_BLKSIZE  4096
+
+/* Room for one quoted name (every byte may become \xNN) or a path in messages. */
+#define IMAGE_QUOTE_MAX (4 * PYFS_NAME_MAX + 1)
+#define IMAGE_PATH_MAX	400 /* leaves room for the rest of a 512-byte message */
+
+#define INVALID "invalid archive: "
+
+struct pyfs_image {
+	struct pyfs_image_parts parts;
+	/* The directory holding each inode (one of them for a file with several names). */
+	uint32_t *parent;
+	struct pyfs_image_totals totals;
+};
+
+void *pyfs_buffer_alloc(uint64_t size)
+{
+	size_t len;
+	void *buffer;
+
+#if SIZE_MAX < UINT64_MAX
+	if (size > SIZE_MAX)
+		return NULL;
+#endif
+	len = size ? (size_t)size : 1;
+	buffer = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (buffer == MAP_FAILED)
+		return NULL;
+	/* Advisory: an MPI library may have set MADV_DONTFORK on pages it registered. */
+	(void)madvise(buffer, len, MADV_DOFORK);
+	return buffer;
+}
+
+void pyfs_buffer_free(void *buffer, uint64_t size)
+{
+	if (buffer)
+		munmap(buffer, size ? (size_t)size : 1);
+}
+
+void pyfs_image_parts_free(struct pyfs_image_parts *parts)
+{
+	pyfs_buffer_free(parts->inodes, parts->inode_count * sizeof(struct pyfs_inode));
+	pyfs_buffer_free(parts->dirents, parts->dirent_count * sizeof(struct pyfs_dirent));
+	pyfs_buffer_free(parts->names, parts->names_size);
+	pyfs_buffer_free(parts->payload, parts->payload_size);
+	memset(parts, 0, sizeof(*parts));
+}
+
+uint64_t pyfs_metadata_checksum(const struct pyfs_inode *inodes, uint64_t inode_count,
+				const struct pyfs_dirent *dirents, uint64_t dirent_count,
+				const uint8_t *names, uint64_t names_size)
+{
+	XXH3_state_t state;
+
+	XXH3_64bits_reset(&state);
+	if (inode_count)
+		XXH3_64bits_update(&state, inodes, inode_count * sizeof(*inodes));
+	if (dirent_count)
+		XXH3_64bits_update(&state, dirents, dirent_count * sizeof(*dirents));
+	if (names_size)
+		XXH3_64bits_update(&state, names, names_size);
+	return XXH3_64bits_digest(&state);
+}
+
+/* True when [offset, offset + size) lies inside [0, limit), without wrapping. */
+static bool image_range_inside(uint64_t offset, uint64_t size, uint64_t limit)
+{
+	return offset <= limit && size <= limit - offset;
+}
+
+/* memcmp order, then the shorter name first: the order of the dirents. */
+static int image_name_cmp(const uint8_t *a, size_t a_len, const uint8_t *b, size_t b_len)
+{
+	int c = memcmp(a, b, a_len < b_len ? a_len : b_len);
+
+	if (c)
+		return c;
+	return (a_len > b_len) - (a_len < b_len);
+}
+
+/* Copy name into out (size bytes) with control bytes and '\' as \xNN; always terminated. */
+static void image_quote(char *out, size_t size, const uint8_t *name, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		uint8_t c = name[i];
+
+		if (c < 0x20 || c == 0x7f || c == '\\') {
+			if (o + 4 >= size)
+				break;
+			out[o++] = '\\';
+			out[o++] = 'x';
+			out[o++] = hex[c >> 4];
+			out[o++] = hex[c & 15];
+		} else {
+			if (o + 1 >= size)
+				break;
+			out[o++] = (char)c;
+		}
+	}
+	out[o] = '\0';
+}
+
+static const uint8_t *image_dirent_name(const struct pyfs_image_parts *parts, uint64_t dirent)
+{
+	return parts->names + parts->dirents[dirent].name_offset;
+}
+
+static void image_quote_dirent(char *out, size_t size, const struct pyfs_image_parts *parts,
+			       uint64_t dirent)
+{
+	image_quote(out, size, image_dirent_name(parts, dirent),
+		    parts->dirents[dirent].name_length);
+}
+
+static bool image_is_dir(const struct pyfs_inode *inode)
+{
+	return (inode->mode & S_IFMT) == S_IFDIR;
+}
+
+/* The rules that concern one inode record alone. */
+static int image_check_inode(const struct pyfs_image_parts *parts, uint32_t i, struct pyfs_err *err)
+{
+	const struct pyfs_inode *ino = &parts->inodes[i];
+	uint32_t type = ino->mode & S_IFMT;
+
+	if (type != S_IFDIR && type != S_IFREG && type != S_IFLNK) {
+		pyfs_err_set(err,
+			     INVALID "inode %" PRIu32 ": unsupported file type (mode 0%" PRIo32
+				     "; only directories, regular files and symlinks)",
+			     i, ino->mode);
+		return -EINVAL;
+	}
+	if (ino->mode & ~(uint32_t)(S_IFMT | PYFS_MODE_PERM_MASK)) {
+		pyfs_err_set(err,
+			     INVALID
+			     "inode %" PRIu32 ": mode 0%" PRIo32
+			     " has bits beyond the file type and 0777 (setuid, setgid or sticky)",
+			     i, ino->mode);
+		return -EINVAL;
+	}
+	if (ino->mtime_nsec >= 1000000000u) {
+		pyfs_err_set(err,
+			     INVALID "inode %" PRIu32 ": mtime_nsec %" PRIu32
+				     " is not below 1000000000",
+			     i, ino->mtime_nsec);
+		return -EINVAL;
+	}
+	if (type == S_IFREG &&
+	    !image_range_inside(ino->data_offset, ino->data_size, parts->payload_size)) {
+		pyfs_err_set(err,
+			     INVALID "inode %" PRIu32 ": file data [offset %" PRIu64
+				     ", size %" PRIu64 "] lies outside the payload (size %" PRIu64
+				     ")",
+			     i, ino->data_offset, ino->data_size, parts->payload_size);
+		return -EINVAL;
+	}
+	if (type == S_IFLNK) {
+		if (ino->data_size == 0 || ino->data_size > PYFS_SYMLINK_MAX) {
+			pyfs_err_set(err,
+				     INVALID "inode %" PRIu32 ": symlink target length %" PRIu64
+					     " is not in 1..%u",
+				     i, ino->data_size, PYFS_SYMLINK_MAX);
+			return -EINVAL;
+		}
+		if (!image_range_inside(ino->data_offset, ino->data_size, parts->names_size)) {
+			pyfs_err_set(err,
+				     INVALID "inode %" PRIu32 ": symlink target [offset %" PRIu64
+					     ", size %" PRIu64
+					     "] lies outside the names (size %" PRIu64 ")",
+				     i, ino->data_offset, ino->data_size, parts->names_size);
+			return -EINVAL;
+		}
+		if (memchr(parts->names + ino->data_offset, '\0', ino->data_size)) {
+			pyfs_err_set(
+			    err, INVALID "inode %" PRIu32 ": symlink target contains a NUL byte",
+			    i);
+			return -EINVAL;
+		}
+	}
+	if (type == S_IFDIR) {
+		if (ino->data_offset || ino->data_size || ino->checksum) {
+			pyfs_err_set(err,
+				     INVALID "inode %" PRIu32 ": directory has data fields set "
+					     "(offset %" PRIu64 ", size %" PRIu64
+					     ", checksum 0x%" PRIx64 "; must be 0)",
+				     i, ino->data_offset, ino->data_size, ino->checksum);
+			return -EINVAL;
+		}
+		if ((uint64_t)ino->first_entry + ino->entry_count > parts->dirent_count) {
+			pyfs_err_set(err,
+				     INVALID "inode %" PRIu32 ": directory entries [first %" PRIu32
+					     ", count %" PRIu32
+					     "] lie outside the dirents (count %" PRIu64 ")",
+				     i, ino->first_entry, ino->entry_count, parts->dirent_count);
+			return -EINVAL;
+		}
+	} else if (ino->parent || ino->first_entry || ino->entry_count) {
+		pyfs_err_set(err,
+			     INVALID "inode %" PRIu32 ": non-directory has directory fields set "
+				     "(parent %" PRIu32 ", first_entry %" PRIu32
+				     ", entry_count %" PRIu32 "; must be 0)",
+			     i, ino->parent, ino->first_entry, ino->entry_count);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* The rules that concern one dirent record alone. */
+static int image_check_dirent(const struct pyfs_image_parts *parts, uint32_t j,
+			      struct pyfs_err *err)
+{
+	const struct pyfs_dirent *d = &parts->dirents[j];
+	const char *problem = NULL;
+	char quoted[IMAGE_QUOTE_MAX];
+	const uint8_t *name;
+
+	if (d->name_length == 0 || d->name_length > PYFS_NAME_MAX) {
+		pyfs_err_set(err,
+			     INVALID "dirent %" PRIu32 ": name length %" PRIu32 " is not in 1..%u",
+			     j, d->name_length, PYFS_NAME_MAX);
+		return -EINVAL;
+	}
+	if (!image_range_inside(d->name_offset, d->name_length, parts->names_size)) {
+		pyfs_err_set(err,
+			     INVALID "dirent %" PRIu32 ": name [offset %" PRIu64 ", length %" PRIu32
+				     "] lies outside the names (size %" PRIu64 ")",
+			     j, d->name_offset, d->name_length, parts->names_size);
+		return -EINVAL;
+	}
+	name = image_dirent_name(parts, j);
+	if (memchr(name, '/', d->name_length))
+		problem = "contains '/'";
+	else if (memchr(name, '\0', d->name_length))
+		problem = "contains a NUL byte";
+	else if (name[0] == '.' && (d->name_length == 1 || (d->name_length == 2 && name[1] == '.')))
+		problem = "is reserved";
+	if (problem) {
+		image_quote(quoted, sizeof(quoted), name, d->name_length);
+		pyfs_err_set(err, INVALID "dirent %" PRIu32 ": name '%s' %s", j, quoted, problem);
+		return -EINVAL;
+	}
+	if (d->inode >= parts->inode_count) {
+		pyfs_err_set(err,
+			     INVALID "dirent %" PRIu32 ": inode %" PRIu32
+				     " is out of range (inode count %" PRIu64 ")",
+			     j, d->inode, parts->inode_count);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Temporary arrays of the tree check. */
+struct image_tree_scratch {
+	uint32_t *names;  /* per inode: how many dirents name it */
+	uint8_t *covered; /* per dirent, one bit: listed by some directory */
+	uint32_t *queue;  /* directories to visit, breadth first */
+};
+
+/*
+ * Directory by directory: entry ranges disjoint and sorted, nothing names the
+ * root, every directory named once and by its recorded parent, directory nlink.
+ * Fills parent[] and names[].
+ */
+static int image_check_directories(const struct pyfs_image_parts *parts,
+				   struct image_tree_scratch *s, uint32_t *parent,
+				   struct pyfs_err *err)
+{
+	char a[IMAGE_QUOTE_MAX], b[IMAGE_QUOTE_MAX];
+
+	for (uint32_t d = 0; d < parts->inode_count; d++) {
+		const struct pyfs_inode *dir = &parts->inodes[d];
+		uint64_t subdirs = 0;
+		uint32_t end;
+
+		if (!image_is_dir(dir))
+			continue;
+		end = dir->first_entry + dir->entry_count; /* checked: fits the dirents */
+		for (uint32_t j = dir->first_entry; j < end; j++) {
+			const struct pyfs_dirent *e = &parts->dirents[j];
+			int order;
+
+			if (s->covered[j / 8] & (1u << (j % 8))) {
+				pyfs_err_set(err,
+					     INVALID "directory inode %" PRIu32
+						     ": entries [first %" PRIu32 ", count %" PRIu32
+						     "] overlap another "
+						     "directory's entries at dirent %" PRIu32,
+					     d, dir->first_entry, dir->entry_count, j);
+				return -EINVAL;
+			}
+			s->covered[j / 8] |= (uint8_t)(1u << (j % 8));
+			if (j > dir->first_entry) {
+				order = image_name_cmp(image_dirent_name(parts, j - 1),
+						       parts->dirents[j - 1].name_length,
+						       image_dirent_name(parts, j), e->name_length);
+				if (order >= 0) {
+					image_quote_dirent(a, sizeof(a), parts, j - 1);
+					image_quote_dirent(b, sizeof(b), parts, j);
+					if (order == 0)
+						pyfs_err_set(err,
+							     INVALID "directory inode %" PRIu32
+								     ": duplicate name '%s'",
+							     d, b);
+					else
+						pyfs_err_set(
+						    err,
+						    INVALID
+						    "directory inode %" PRIu32
+						    ": names are not sorted ('%s' before '%s')",
+						    d, a, b);
+					return -EINVAL;
+				}
+			}
+			if (e->inode == PYFS_ROOT_INDEX) {
+				image_quote_dirent(a, sizeof(a), parts, j);
+				pyfs_err_set(err,
+					     INVALID "directory inode %" PRIu32 " names the root "
+						     "directory as '%s' (cycle)",
+					     d, a);
+				return -EINVAL;
+			}
+			s->names[e->inode]++;
+			parent[e->inode] = d;
+			if (!image_is_dir(&parts->inodes[e->inode]))
+				continue;
+			subdirs++;
+			if (s->names[e->inode] > 1) {
+				image_quote_dirent(a, sizeof(a), parts, j);
+				pyfs_err_set(err,
+					     INVALID
+					     "directory inode %" PRIu32 " is named more "
+					     "than once (again as '%s' in directory inode %" PRIu32
+					     ")",
+					     e->inode, a, d);
+				return -EINVAL;
+			}
+			if (parts->inodes[e->inode].parent != d) {
+				image_quote_dirent(a, sizeof(a), parts, j);
+				pyfs_err_set(err,
+					     INVALID "directory inode %" PRIu32 " is named '%s' in "
+						     "directory inode %" PRIu32
+						     " but records parent %" PRIu32,
+					     e->inode, a, d, parts->inodes[e->inode].parent);
+				return -EINVAL;
+			}
+		}
+		if (dir->nlink != 2 + subdirs) {
+			pyfs_err_set(err,
+				     INVALID "directory inode %" PRIu32 ": nlink %" PRIu32
+					     " does not match its %" PRIu64
+					     " subdirectories (expected %" PRIu64 ")",
+				     d, dir->nlink, subdirs, 2 + subdirs);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* Every dirent in some directory, every inode named, file nlink, all reachable. */
+static int image_check_tree(const struct pyfs_image_parts *parts, struct image_tree_scratch *s,
+			    uint32_t *parent, struct pyfs_err *err)
+{
+	const struct pyfs_inode *root = &parts->inodes[PYFS_ROOT_INDEX];
+	uint64_t head = 0, tail = 0;
+	int ret;
+
+	if (!image_is_dir(root)) {
+		pyfs_err_set(err, INVALID "the root inode is not a directory (mode 0%" PRIo32 ")",
+			     root->mode);
+		return -EINVAL;
+	}
+	if (root->parent != PYFS_ROOT_INDEX) {
+		pyfs_err_set(err,
+			     INVALID "the root directory records parent %" PRIu32
+				     " (must be itself, 0)",
+			     root->parent);
+		return -EINVAL;
+	}
+	ret = image_check_directories(parts, s, parent, err);
+	if (ret)
+		return ret;
+	for (uint64_t j = 0; j < parts->dirent_count; j++) {
+		if (!(s->covered[j / 8] & (1u << (j % 8)))) {
+			pyfs_err_set(err, INVALID "dirent %" PRIu64 " belongs to no directory", j);
+			return -EINVAL;
+		}
+	}
+	for (uint32_t i = 1; i < parts->inode_count; i++) {
+		const struct pyfs_inode *ino = &parts->inodes[i];
+
+		if (s->names[i] == 0) {
+			pyfs_err_set(err,
+				     INVALID "inode %" PRIu32 " is not named in any directory "
+					     "(orphan)",
+				     i);
+			return -EINVAL;
+		}
+		if (!image_is_dir(ino) && ino->nlink != s->names[i]) {
+			pyfs_err_set(err,
+				     INVALID "inode %" PRIu32 ": nlink %" PRIu32
+					     " does not match its %" PRIu32 " names",
+				     i, ino->nlink, s->names[i]);
+			return -EINVAL;
+		}
+	}
+	/*
+	 * Every directory but the root is named exactly once, so a breadth-first
+	 * walk from the root meets each reachable one once; names[] marks them.
+	 */
+	s->queue[tail++] = PYFS_ROOT_INDEX;
+	while (head < tail) {
+		const struct pyfs_inode *dir = &parts->inodes[s->queue[head++]];
+
+		for (uint32_t j = dir->first_entry; j < dir->first_entry + dir->entry_count; j++) {
+			uint32_t child = parts->dirents[j].inode;
+
+			if (image_is_dir(&parts->inodes[child])) {
+				s->names[child] = 0;
+				s->queue[tail++] = child;
+			}
+		}
+	}
+	for (uint32_t i = 1; i < parts->inode_count; i++) {
+		if (image_is_dir(&parts->inodes[i]) && s->names[i]) {
+			pyfs_err_set(err,
+				     INVALID "directory inode %" PRIu32 " is not reachable from "
+					     "the root (cycle)",
+				     i);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static void image_count_totals(const struct pyfs_image_parts *parts,
+			       struct pyfs_image_totals *totals)
+{
+	memset(totals, 0, sizeof(*totals));
+	totals->inodes = parts->inode_count;
+	totals->payload_bytes = parts->payload_size;
+	for (uint64_t i = 0; i < parts->inode_count; i++) {
+		switch (parts->inodes[i].mode & S_IFMT) {
+		case S_IFDIR:
+			totals->directories++;
+			break;
+		case S_IFREG:
+			totals->files++;
+			totals->file_bytes += parts->inodes[i].data_size;
+			break;
+		default:
+			totals->symlinks++;
+			break;
+		}
+	}
+}
+
+int pyfs_image_create(struct pyfs_image_parts *parts, struct pyfs_image **out, struct pyfs_err *err)
+{
+	struct image_tree_scratch scratch = {NULL, NULL, NULL};
+	struct pyfs_image *image = NULL;
+	uint64_t computed;
+	int ret = -EINVAL;
+
+	if (parts->inode_count == 0) {
+		pyfs_err_set(err, INVALID "no inodes (not even the root directory)");
+		goto out;
+	}
+	if (parts->inode_count > PYFS_INODES_MAX || parts->dirent_count > PYFS_DIRENTS_MAX) {
+		pyfs_err_set(err,
+			     INVALID "%" PRIu64 " inodes and %" PRIu64 " dirents exceed the "
+				     "limit of %" PRIu32 " each",
+			     parts->inode_count, parts->dirent_count, UINT32_MAX);
+		goto out;
+	}
+	computed = pyfs_metadata_checksum(parts->inodes, parts->inode_count, parts->dirents,
+					  parts->dirent_count, parts->names, parts->names_size);
+	if (computed != parts->metadata_checksum) {
+		pyfs_err_set(err,
+			     INVALID "metadata checksum mismatch (stored 0x%016" PRIx64
+				     ", computed 0x%016" PRIx64 ")",
+			     parts->metadata_checksum, computed);
+		goto out;
+	}
+	for (uint32_t i = 0; i < parts->inode_count; i++) {
+		ret = image_check_inode(parts, i, err);
+		if (ret)
+			goto out;
+	}
+	for (uint32_t j = 0; j < parts->dirent_count; j++) {
+		ret = image_check_dirent(parts, j, err);
+		if (ret)
+			goto out;
+	}
+
+	ret = -ENOMEM;
+	image = calloc(1, sizeof(*image));
+	if (!image)
+		goto out_nomem;
+	image->parent = pyfs_buffer_alloc(parts->inode_count * sizeof(uint32_t));
+	scratch.names = calloc(parts->inode_count, sizeof(uint32_t));
+	scratch.queue = malloc(parts->inode_count * sizeof(uint32_t));
+	scratch.covered = calloc(parts->dirent_count / 8 + 1, 1);
+	if (!image->parent || !scratch.names || !scratch.queue || !scratch.covered)
+		goto out_nomem;
+	ret = image_check_tree(parts, &scratch, image->parent, err);
+	if (ret)
+		goto out_free_image;
+
+	image_count_totals(parts, &image->totals);
+	image->parts = *parts;
+	memset(parts, 0, sizeof(*parts));
+	*out = image;
+	image = NULL;
+	ret = 0;
+	goto out_free_scratch;
+
+out_nomem:
+	pyfs_err_set(err, "cannot allocate the image of %" PRIu64 " inodes: %s", parts->inode_count,
+		     strerror(ENOMEM));
+out_free_image:
+	if (image)
+		pyfs_buffer_free(image->parent, parts->inode_count * sizeof(uint32_t));
+	free(image);
+out_free_scratch:
+	free(scratch.names);
+	free(scratch.queue);
+	free(scratch.covered);
+out:
+	return ret;
+}
+
+void pyfs_image_destroy(struct pyfs_image *image)
+{
+	if (!image)
+		return;
+	pyfs_buffer_free(image->parent, image->parts.inode_count * sizeof(uint32_t));
+	pyfs_image_parts_free(&image->parts);
+	free(image);
+}
+
+/*
+ * Write the path of index (relative to the root, no leading '/') into buf.
+ * A path longer than buf keeps its last components behind ".../".
+ */
+static void image_path(const struct pyfs_image *image, uint32_t index, char *buf, size_t size)
+{
+	const struct pyfs_image_parts *parts = &image->parts;
+	char path[IMAGE_PATH_MAX];
+	size_t start = sizeof(path) - 1;
+	uint32_t node = index;
+
+	path[start] = '\0';
+	while (node != PYFS_ROOT_INDEX) {
+		const struct pyfs_inode *dir = &parts->inodes[image->parent[node]];
+		char quoted[IMAGE_QUOTE_MAX] = "?";
+		size_t len;
+		bool leaf;
+
+		for (uint32_t j = dir->first_entry; j < dir->first_entry + dir->entry_count; j++) {
+			if (parts->dirents[j].inode == node) {
+				image_quote_dirent(quoted, sizeof(quoted), parts, j);
+				break;
+			}
+		}
+		len = strlen(quoted);
+		leaf = start == sizeof(path) - 1;
+		/* The name, a '/' before what follows it, and room left for ".../". */
+		if (len + !leaf + 4 > start) {
+			if (leaf) {
+				/* A leaf name longer than the buffer: "..." and its end. */
+				memcpy(path + 3, quoted + len - (start - 3), start - 3);
+				memcpy(path, "...", 3);
+				start = 0;
+			} else {
+				start -= 4;
+				memcpy(path + start, ".../", 4);
+			}
+			break;
+		}
+		if (!leaf)
+			path[--start] = '/';
+		start -= len;
+		memcpy(path + start, quoted, len);
+		node = image->parent[node];
+	}
+	snprintf(buf, size, "%s", path + start);
+}
+
+int pyfs_image_verify_payload(const struct pyfs_image *image, struct pyfs_err *err)
+{
+	uint64_t computed = XXH3_64bits(image->parts.payload, image->parts.payload_size);
+
+	if (computed != image->parts.payload_checksum) {
+		pyfs_err_set(err,
+			     "payload checksum mismatch (stored 0x%016" PRIx64
+			     ", computed 0x%016" PRIx64 ")",
+			     image->parts.payload_checksum, computed);
+		return -EIO;
+	}
+	return 0;
+}
+
+int pyfs_image_verify_files(const struct pyfs_image *image, struct pyfs_err *err)
+{
+	const struct pyfs_image_parts *parts = &image->parts;
+	char path[IMAGE_PATH_MAX];
+
+	for (uint32_t i = 0; i < parts->inode_count; i++) {
+		const struct pyfs_inode *ino = &parts->inodes[i];
+		const uint8_t *base;
+		uint64_t computed;
+
+		switch (ino->mode & S_IFMT) {
+		case S_IFREG:
+			base = parts->payload;
+			break;
+		case S_IFLNK:
+			base = parts->names;
+			break;
+		default:
+			continue;
+		}
+		computed = XXH3_64bits(base + ino->data_offset, ino->data_size);
+		if (computed != ino->checksum) {
+			image_path(image, i, path, sizeof(path));
+			pyfs_err_set(err,
+				     "checksum mismatch in '%s' (stored 0x%016" PRIx64
+				     ", computed 0x%016" PRIx64 ")",
+				     path, ino->checksum, computed);
+			return -EIO;
+		}
+	}
+	return 0;
+}
+
+uint32_t pyfs_image_inode_count(const struct pyfs_image *image)
+{
+	return (uint32_t)image->parts.inode_count;
+}
+
+const struct pyfs_inode *pyfs_image_inode(const struct pyfs_image *image, uint32_t index)
+{
+	if (index >= image->parts.inode_count)
+		return NULL;
+	return &image->parts.inodes[index];
+}
+
+int pyfs_image_stat(const struct pyfs_image *image, uint32_t index, struct stat *st)
+{
+	const struct pyfs_inode *ino = pyfs_image_inode(image, index);
+	uint64_t size;
+
+	if (!ino)
+		return -ENOENT;
+	size = image_is_dir(ino) ? IMAGE_DIR_SIZE : ino->data_size;
+	memset(st, 0, sizeof(*st));
+	st->st_ino = (ino_t)index + 1;
+	st->st_mode = ino->mode;
+	st->st_nlink = ino->nlink;
+	st->st_size = (off_t)size;
+	st->st_blksize = IMAGE_BLKSIZE;
+	st->st_blocks = (blkcnt_t)((size + 511) / 512);
+	st->st_mtim.tv_sec = ino->mtime_sec;
+	st->st_mtim.tv_nsec = ino->mtime_nsec;
+	st->st_atim = st->st_mtim;
+	st->st_ctim = st->st_mtim;
+	return 0;
+}
+
+int pyfs_image_lookup(const struct pyfs_image *image, uint32_t dir, const char *name, size_t len,
+		      uint32_t *found)
+{
+	const struct pyfs_image_parts *parts = &image->parts;
+	const struct pyfs_inode *ino = pyfs_image_inode(image, dir);
+	uint64_t lo, hi;
+
+	if (!ino)
+		return -ENOENT;
+	if (!image_is_dir(ino))
+		return -ENOTDIR;
+	if (len > PYFS_NAME_MAX)
+		return -ENAMETOOLONG;
+	if (len == 0)
+		return -ENOENT;
+	if (name[0] == '.' && (len == 1 || (len == 2 && name[1] == '.'))) {
+		*found = len == 1 ? dir : ino->parent;
+		return 0;
+	}
+	lo = ino->first_entry;
+	hi = lo + ino->entry_count;
+	while (lo < hi) {
+		uint64_t mid = lo + (hi - lo) / 2;
+		int c = image_name_cmp(image_dirent_name(parts, mid),
+				       parts->dirents[mid].name_length, (const uint8_t *)name, len);
+
+		if (c == 0) {
+			*found = parts->dirents[mid].inode;
+			return 0;
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -ENOENT;
+}
+
+int pyfs_image_resolve(const struct pyfs_image *image, const char *path, uint32_t *found)
+{
+	uint32_t node = PYFS_ROOT_INDEX;
+	const char *p = path;
+
+	while (*p) {
+		const char *slash;
+		size_t len;
+		int ret;
+
+		if (*p == '/') {
+			p++;
+			continue;
+		}
+		slash = strchr(p, '/');
+		len = slash ? (size_t)(slash - p) : strlen(p);
+		ret = pyfs_image_lookup(image, node, p, len, &node);
+		if (ret)
+			return ret;
+		p += len;
+	}
+	*found = node;
+	return 0;
+}
+
+int pyfs_image_entry(const struct pyfs_image *image, uint32_t dir, uint64_t pos, const char **name,
+		     size_t *len, uint32_t *index)
+{
+	const struct pyfs_inode *ino = pyfs_image_inode(image, dir);
+	const struct pyfs_dirent *e;
+
+	if (!ino)
+		return -ENOENT;
+	if (!image_is_dir(ino))
+		return -ENOTDIR;
+	if (pos >= ino->entry_count)
+		return -ENOENT;
+	e = &image->parts.dirents[ino->first_entry + pos];
+	*name = (const char *)image->parts.names + e->name_offset;
+	*len = e->name_length;
+	*index = e->inode;
+	return 0;
+}
+
+uint64_t pyfs_image_entry_count(const struct pyfs_image *image, uint32_t dir)
+{
+	const struct pyfs_inode *ino = pyfs_image_inode(image, dir);
+
+	if (!ino || !image_is_dir(ino))
+		return 0;
+	return ino->entry_count;
+}
+
+int pyfs_image_read(const struct pyfs_image *image, uint32_t index, uint64_t offset, uint64_t size,
+		    const uint8_t **data, size_t *len)
+{
+	const struct pyfs_inode *ino = pyfs_image_inode(image, index);
+	uint64_t avail;
+
+	if (!ino)
+		return -EINVAL;
+	if (image_is_dir(ino))
+		return -EISDIR;
+	if ((ino->mode & S_IFMT) != S_IFREG)
+		return -EINVAL;
+	avail = offset < ino->data_size ? ino->data_size - offset : 0;
+	*data = image->parts.payload + ino->data_offset + (ino->data_size - avail);
+	*len = (size_t)(size < avail ? size : avail);
+	return 0;
+}
+
+int pyfs_image_readlink(const struct pyfs_image *image, uint32_t index, const char **target,
+			size_t *len)
+{
+	const struct pyfs_inode *ino = pyfs_image_inode(image, index);
+
+	if (!ino || (ino->mode & S_IFMT) != S_IFLNK)
+		return -EINVAL;
+	*target = (const char *)image->parts.names + ino->data_offset;
+	*len = (size_t)ino->data_size;
+	return 0;
+}
+
+void pyfs_image_get_totals(const struct pyfs_image *image, struct pyfs_image_totals *totals)
+{
+	*totals = image->totals;
+}
+
+const uint8_t *pyfs_image_payload(const struct pyfs_image *image, uint64_t *size)
+{
+	*size = image->parts.payload_size;
+	return image->parts.payload;
+}

@@ -1,0 +1,1065 @@
+/*
+ * test_image.c - the in-RAM image: accessors on a valid image, and one table
+ * row per validation rule, each corrupt input refused with -EINVAL and a
+ * message that names the problem.
+ */
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <xxhash.h>
+
+#include "helper_tree.h"
+#include "image.h"
+
+static struct pyfs_image *image;
+static struct pyfs_err err;
+
+static void sample_setup(void)
+{
+	struct pyfs_image_parts parts;
+
+	helper_sample_parts(&parts);
+	memset(&err, 0, sizeof(err));
+	cr_assert_eq(pyfs_image_create(&parts, &image, &err), 0, "%s", err.msg);
+	cr_assert_null(parts.inodes, "create must take the buffers");
+}
+
+static void sample_teardown(void)
+{
+	pyfs_image_destroy(image);
+	image = NULL;
+}
+
+/* --- buffers ----------------------------------------------------------------------------- */
+
+Test(image_buffer, zero_size_gives_distinct_freeable_pointers)
+{
+	void *a = pyfs_buffer_alloc(0), *b = pyfs_buffer_alloc(0);
+
+	cr_assert_not_null(a);
+	cr_assert_not_null(b);
+	cr_assert_neq(a, b);
+	pyfs_buffer_free(a, 0);
+	pyfs_buffer_free(b, 0);
+}
+
+Test(image_buffer, is_page_aligned_zeroed_and_writable)
+{
+	uint64_t size = 3 * 4096 + 17;
+	uint8_t *p = pyfs_buffer_alloc(size);
+
+	cr_assert_not_null(p);
+	cr_assert_eq((uintptr_t)p % 4096, 0);
+	for (uint64_t i = 0; i < size; i++)
+		cr_assert_eq(p[i], 0);
+	memset(p, 0xab, size);
+	pyfs_buffer_free(p, size);
+}
+
+Test(image_buffer, impossible_size_is_null)
+{
+	cr_assert_null(pyfs_buffer_alloc(UINT64_MAX / 2));
+}
+
+/* --- accessors on the sample tree -------------------------------------------------------- */
+
+TestSuite(image_lookup, .init = sample_setup, .fini = sample_teardown);
+
+Test(image_lookup, finds_every_name_of_the_root)
+{
+	static const struct {
+		const char *name;
+		uint32_t index;
+	} names[] = {
+	    {"a", SAMPLE_A},	     {"b.txt", SAMPLE_B},    {"copy.txt", SAMPLE_COPY},
+	    {"empty", SAMPLE_EMPTY}, {"hard", SAMPLE_HELLO}, {"sym", SAMPLE_SYM},
+	    {"z", SAMPLE_Z},
+	};
+	uint32_t found;
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		found = UINT32_MAX;
+		cr_assert_eq(pyfs_image_lookup(image, SAMPLE_ROOT, names[i].name,
+					       strlen(names[i].name), &found),
+			     0, "%s", names[i].name);
+		cr_assert_eq(found, names[i].index, "%s", names[i].name);
+	}
+}
+
+Test(image_lookup, missing_name_is_enoent)
+{
+	uint32_t found = 77;
+
+	cr_assert_eq(pyfs_image_lookup(image, SAMPLE_ROOT, "b", 1, &found), -ENOENT);
+	cr_assert_eq(pyfs_image_lookup(image, SAMPLE_ROOT, "b.txtx", 6, &found), -ENOENT);
+	cr_assert_eq(pyfs_image_lookup(image, SAMPLE_ROOT, "0", 1, &found), -ENOENT);
+	cr_assert_eq(pyfs_image_lookup(image, SAMPLE_ROOT, "zz", 2, &found), -ENOENT);
+	cr_assert_eq(pyfs_image_lookup(image, SAMPLE_Z, "a", 1, &found), -ENOENT);
+	cr_assert_eq(pyfs_image_lookup(image, SAMPLE_ROOT, "", 0, &found), -ENOENT);
+	cr_assert_eq(found, 77, "a miss must not touch *found");
+}
+
+Test(image_lookup, uses_only_len_bytes_of_the_name)
+{
+	uint32_t found;
+
+	cr_assert_eq(pyfs_image_lookup(image, SAMPLE_ROOT, "b.txt.orig", 5, &found), 0);
+	cr_assert_eq(found, SAMPLE_B);
+}
+
+Test(image_lookup, in_a_file_is_enotdir)
+{
+	uint32_t found;
+
+	cr_assert_eq(pyfs_image_lookup(image, SAMPLE_B, "x", 1, &found), -ENOTDIR);
+	cr_assert_eq(pyfs_image_lookup(image, SAMPLE_SYM, "x", 1, &found), -ENOTDIR);
+}
+
+Test(image_lookup, long_name_is_enametoolong)
+{
+	char name[PYFS_NAME_MAX + 1];
+	uint32_t found;
+
+	memset(name, 'x', sizeof(name));
+	cr_assert_eq(pyfs_image_lookup(image, SAMPLE_ROOT, name, sizeof(name), &found),
+		     -ENAMETOOLONG);
+	cr_assert_eq(pyfs_image_lookup(image, SAMPLE_ROOT, name, PYFS_NAME_MAX, &found), -ENOENT);
+}
+
+Test(image_lookup, out_of_range_directory_is_enoent)
+{
+	uint32_t found;
+
+	cr_assert_eq(pyfs_image_lookup(image, SAMPLE_INODES, "a", 1, &found), -ENOENT);
+	cr_assert_eq(pyfs_image_lookup(image, UINT32_MAX, "a", 1, &found), -ENOENT);
+}
+
+Test(image_lookup, dot_and_dotdot_are_self_and_parent)
+{
+	uint32_t found;
+
+	cr_assert_eq(pyfs_image_lookup(image, SAMPLE_A, ".", 1, &found), 0);
+	cr_assert_eq(found, SAMPLE_A);
+	cr_assert_eq(pyfs_image_lookup(image, SAMPLE_A, "..", 2, &found), 0);
+	cr_assert_eq(found, SAMPLE_ROOT);
+	cr_assert_eq(pyfs_image_lookup(image, SAMPLE_ROOT, "..", 2, &found), 0);
+	cr_assert_eq(found, SAMPLE_ROOT);
+}
+
+Test(image_lookup, resolve_walks_paths_without_following_symlinks)
+{
+	uint32_t found;
+
+	cr_assert_eq(pyfs_image_resolve(image, "", &found), 0);
+	cr_assert_eq(found, SAMPLE_ROOT);
+	cr_assert_eq(pyfs_image_resolve(image, "/", &found), 0);
+	cr_assert_eq(found, SAMPLE_ROOT);
+	cr_assert_eq(pyfs_image_resolve(image, "a/hello.txt", &found), 0);
+	cr_assert_eq(found, SAMPLE_HELLO);
+	cr_assert_eq(pyfs_image_resolve(image, "//a//link/", &found), 0);
+	cr_assert_eq(found, SAMPLE_LINK);
+	cr_assert_eq(pyfs_image_resolve(image, "a/nothing", &found), -ENOENT);
+	cr_assert_eq(pyfs_image_resolve(image, "b.txt/x", &found), -ENOTDIR);
+	cr_assert_eq(pyfs_image_resolve(image, "a/link/x", &found), -ENOTDIR);
+}
+
+TestSuite(image_entry, .init = sample_setup, .fini = sample_teardown);
+
+Test(image_entry, iterates_in_sorted_order_then_enoent)
+{
+	static const char *expected[] = {"a", "b.txt", "copy.txt", "empty", "hard", "sym", "z"};
+	const size_t n = sizeof(expected) / sizeof(expected[0]);
+	const char *name;
+	uint32_t index;
+	size_t len;
+
+	cr_assert_eq(pyfs_image_entry_count(image, SAMPLE_ROOT), n);
+	for (size_t pos = 0; pos < n; pos++) {
+		cr_assert_eq(pyfs_image_entry(image, SAMPLE_ROOT, pos, &name, &len, &index), 0);
+		cr_assert_eq(len, strlen(expected[pos]));
+		cr_assert_arr_eq(name, expected[pos], len, "entry %zu", pos);
+	}
+	cr_assert_eq(pyfs_image_entry(image, SAMPLE_ROOT, n, &name, &len, &index), -ENOENT);
+	cr_assert_eq(pyfs_image_entry(image, SAMPLE_ROOT, UINT64_MAX, &name, &len, &index),
+		     -ENOENT);
+}
+
+Test(image_entry, gives_the_inode_of_each_name)
+{
+	const char *name;
+	uint32_t index;
+	size_t len;
+
+	cr_assert_eq(pyfs_image_entry(image, SAMPLE_A, 1, &name, &len, &index), 0);
+	cr_assert_eq(len, 4);
+	cr_assert_arr_eq(name, "link", 4);
+	cr_assert_eq(index, SAMPLE_LINK);
+}
+
+Test(image_entry, empty_directory_and_files)
+{
+	const char *name;
+	uint32_t index;
+	size_t len;
+
+	cr_assert_eq(pyfs_image_entry_count(image, SAMPLE_Z), 0);
+	cr_assert_eq(pyfs_image_entry(image, SAMPLE_Z, 0, &name, &len, &index), -ENOENT);
+	cr_assert_eq(pyfs_image_entry_count(image, SAMPLE_B), 0);
+	cr_assert_eq(pyfs_image_entry(image, SAMPLE_B, 0, &name, &len, &index), -ENOTDIR);
+	cr_assert_eq(pyfs_image_entry_count(image, SAMPLE_INODES), 0);
+}
+
+TestSuite(image_read, .init = sample_setup, .fini = sample_teardown);
+
+Test(image_read, whole_file)
+{
+	const uint8_t *data;
+	size_t len;
+
+	cr_assert_eq(pyfs_image_read(image, SAMPLE_HELLO, 0, 4096, &data, &len), 0);
+	cr_assert_eq(len, strlen(SAMPLE_HELLO_DATA));
+	cr_assert_arr_eq(data, SAMPLE_HELLO_DATA, len);
+}
+
+Test(image_read, clamps_to_the_file_size)
+{
+	const uint8_t *data;
+	size_t len;
+
+	cr_assert_eq(pyfs_image_read(image, SAMPLE_HELLO, 7, 100, &data, &len), 0);
+	cr_assert_eq(len, strlen(SAMPLE_HELLO_DATA) - 7);
+	cr_assert_arr_eq(data, &SAMPLE_HELLO_DATA[7], len);
+	cr_assert_eq(pyfs_image_read(image, SAMPLE_HELLO, 2, 3, &data, &len), 0);
+	cr_assert_eq(len, 3);
+	cr_assert_arr_eq(data, "llo", 3);
+	cr_assert_eq(pyfs_image_read(image, SAMPLE_HELLO, 1, UINT64_MAX, &data, &len), 0);
+	cr_assert_eq(len, strlen(SAMPLE_HELLO_DATA) - 1);
+}
+
+Test(image_read, at_or_past_eof_is_empty)
+{
+	const uint8_t *data;
+	size_t len = 99;
+
+	cr_assert_eq(
+	    pyfs_image_read(image, SAMPLE_HELLO, strlen(SAMPLE_HELLO_DATA), 10, &data, &len), 0);
+	cr_assert_eq(len, 0);
+	len = 99;
+	cr_assert_eq(pyfs_image_read(image, SAMPLE_HELLO, UINT64_MAX, UINT64_MAX, &data, &len), 0);
+	cr_assert_eq(len, 0);
+	len = 99;
+	cr_assert_eq(pyfs_image_read(image, SAMPLE_EMPTY, 0, 10, &data, &len), 0);
+	cr_assert_eq(len, 0);
+}
+
+Test(image_read, duplicate_contents_share_bytes)
+{
+	const uint8_t *b, *copy;
+	size_t len;
+
+	cr_assert_eq(pyfs_image_read(image, SAMPLE_B, 0, 100, &b, &len), 0);
+	cr_assert_eq(pyfs_image_read(image, SAMPLE_COPY, 0, 100, &copy, &len), 0);
+	cr_assert_eq(b, copy);
+	cr_assert_arr_eq(b, SAMPLE_DUP_DATA, strlen(SAMPLE_DUP_DATA));
+}
+
+Test(image_read, refuses_directories_symlinks_and_bad_indexes)
+{
+	const uint8_t *data;
+	size_t len;
+
+	cr_assert_eq(pyfs_image_read(image, SAMPLE_A, 0, 1, &data, &len), -EISDIR);
+	cr_assert_eq(pyfs_image_read(image, SAMPLE_SYM, 0, 1, &data, &len), -EINVAL);
+	cr_assert_eq(pyfs_image_read(image, SAMPLE_INODES, 0, 1, &data, &len), -EINVAL);
+}
+
+Test(image_read, readlink_gives_the_target)
+{
+	const char *target;
+	size_t len;
+
+	cr_assert_eq(pyfs_image_readlink(image, SAMPLE_SYM, &target, &len), 0);
+	cr_assert_eq(len, strlen(SAMPLE_SYM_TARGET));
+	cr_assert_arr_eq(target, SAMPLE_SYM_TARGET, len);
+	cr_assert_eq(pyfs_image_readlink(image, SAMPLE_LINK, &target, &len), 0);
+	cr_assert_arr_eq(target, "hello.txt", len);
+	cr_assert_eq(pyfs_image_readlink(image, SAMPLE_B, &target, &len), -EINVAL);
+	cr_assert_eq(pyfs_image_readlink(image, SAMPLE_A, &target, &len), -EINVAL);
+	cr_assert_eq(pyfs_image_readlink(image, SAMPLE_INODES, &target, &len), -EINVAL);
+}
+
+TestSuite(image_stat, .init = sample_setup, .fini = sample_teardown);
+
+Test(image_stat, directory_fields)
+{
+	struct stat st;
+
+	cr_assert_eq(pyfs_image_stat(image, SAMPLE_A, &st), 0);
+	cr_assert_eq(st.st_ino, SAMPLE_A + 1);
+	cr_assert_eq(st.st_mode, S_IFDIR | 0750);
+	cr_assert_eq(st.st_nlink, 2);
+	cr_assert_eq(st.st_mtim.tv_sec, SAMPLE_A_MTIME_SEC);
+	cr_assert_eq(st.st_mtim.tv_nsec, SAMPLE_A_MTIME_NSEC);
+	cr_assert_eq(st.st_atim.tv_nsec, SAMPLE_A_MTIME_NSEC);
+	cr_assert_eq(st.st_ctim.tv_sec, SAMPLE_A_MTIME_SEC);
+	cr_assert_eq(st.st_size, 4096);
+	cr_assert_eq(st.st_blksize, 4096);
+	cr_assert_eq(st.st_uid, 0);
+	cr_assert_eq(pyfs_image_stat(image, SAMPLE_ROOT, &st), 0);
+	cr_assert_eq(st.st_ino, 1);
+	cr_assert_eq(st.st_nlink, 4, "root holds a/ and z/");
+}
+
+Test(image_stat, file_fields)
+{
+	struct stat st;
+
+	cr_assert_eq(pyfs_image_stat(image, SAMPLE_HELLO, &st), 0);
+	cr_assert_eq(st.st_mode, S_IFREG | 0644);
+	cr_assert_eq(st.st_nlink, 2, "a/hello.txt is also 'hard'");
+	cr_assert_eq(st.st_size, (off_t)strlen(SAMPLE_HELLO_DATA));
+	cr_assert_eq(st.st_blocks, 1);
+	cr_assert_eq(pyfs_image_stat(image, SAMPLE_B, &st), 0);
+	cr_assert_eq(st.st_mode, S_IFREG | 0600);
+	cr_assert_eq(st.st_nlink, 1);
+	cr_assert_eq(pyfs_image_stat(image, SAMPLE_EMPTY, &st), 0);
+	cr_assert_eq(st.st_size, 0);
+	cr_assert_eq(st.st_blocks, 0);
+	cr_assert_eq(pyfs_image_stat(image, SAMPLE_SYM, &st), 0);
+	cr_assert_eq(st.st_mode, S_IFLNK | 0777);
+	cr_assert_eq(st.st_size, (off_t)strlen(SAMPLE_SYM_TARGET));
+}
+
+Test(image_stat, blocks_round_up_to_512)
+{
+	struct helper_tree *t = helper_tree_new();
+	struct pyfs_image_parts parts;
+	struct pyfs_image *img;
+	static uint8_t data[1025];
+	struct stat st;
+	uint32_t f;
+
+	f = helper_tree_file(t, 0, "f", data, sizeof(data), 0644);
+	helper_tree_set_mtime(t, f, -5, 999999999);
+	cr_assert_eq(helper_tree_build(t, &parts), 0);
+	helper_tree_free(t);
+	cr_assert_eq(pyfs_image_create(&parts, &img, &err), 0, "%s", err.msg);
+	cr_assert_eq(pyfs_image_stat(img, f, &st), 0);
+	cr_assert_eq(st.st_blocks, 3);
+	cr_assert_eq(st.st_mtim.tv_sec, -5, "mtimes before 1970 survive");
+	cr_assert_eq(st.st_mtim.tv_nsec, 999999999);
+	pyfs_image_destroy(img);
+}
+
+Test(image_stat, out_of_range_is_enoent)
+{
+	struct stat st;
+
+	cr_assert_eq(pyfs_image_stat(image, SAMPLE_INODES, &st), -ENOENT);
+	cr_assert_null(pyfs_image_inode(image, SAMPLE_INODES));
+	cr_assert_not_null(pyfs_image_inode(image, SAMPLE_INODES - 1));
+	cr_assert_eq(pyfs_image_inode_count(image), SAMPLE_INODES);
+}
+
+Test(image_stat, totals_count_each_inode_once)
+{
+	struct pyfs_image_totals totals;
+	const size_t hello = strlen(SAMPLE_HELLO_DATA), dup = strlen(SAMPLE_DUP_DATA);
+	uint64_t size;
+
+	pyfs_image_get_totals(image, &totals);
+	cr_assert_eq(totals.inodes, SAMPLE_INODES);
+	cr_assert_eq(totals.directories, 3);
+	cr_assert_eq(totals.files, 4);
+	cr_assert_eq(totals.symlinks, 2);
+	cr_assert_eq(totals.file_bytes, hello + 2 * dup, "hard links count once");
+	cr_assert_eq(totals.payload_bytes, hello + dup, "duplicates are stored once");
+	cr_assert_not_null(pyfs_image_payload(image, &size));
+	cr_assert_eq(size, hello + dup);
+}
+
+/* --- checksums --------------------------------------------------------------------------- */
+
+TestSuite(image_verify, .init = sample_setup, .fini = sample_teardown);
+
+Test(image_verify, intact_image_passes)
+{
+	cr_assert_eq(pyfs_image_verify_payload(image, &err), 0, "%s", err.msg);
+	cr_assert_eq(pyfs_image_verify_files(image, &err), 0, "%s", err.msg);
+}
+
+/* Flip one byte of inode index's data (payload or names) in place. */
+static void corrupt_data_of(uint32_t index)
+{
+	const struct pyfs_inode *ino = pyfs_image_inode(image, index);
+	uint64_t size;
+	uint8_t *base;
+
+	if (S_ISLNK(ino->mode)) {
+		const char *target;
+		size_t len;
+
+		cr_assert_eq(pyfs_image_readlink(image, index, &target, &len), 0);
+		base = (uint8_t *)target;
+	} else {
+		base = (uint8_t *)pyfs_image_payload(image, &size) + ino->data_offset;
+	}
+	base[ino->data_size - 1] ^= 0x20;
+}
+
+Test(image_verify, payload_mismatch_is_eio_with_both_checksums)
+{
+	char expected[64];
+	uint64_t size;
+	const uint8_t *payload = pyfs_image_payload(image, &size);
+
+	corrupt_data_of(SAMPLE_HELLO);
+	cr_assert_eq(pyfs_image_verify_payload(image, &err), -EIO);
+	snprintf(expected, sizeof(expected), "computed 0x%016llx",
+		 (unsigned long long)XXH3_64bits(payload, size));
+	cr_assert(strstr(err.msg, "payload checksum mismatch"), "%s", err.msg);
+	cr_assert(strstr(err.msg, expected), "%s", err.msg);
+}
+
+Test(image_verify, file_mismatch_names_the_path)
+{
+	corrupt_data_of(SAMPLE_HELLO);
+	cr_assert_eq(pyfs_image_verify_files(image, &err), -EIO);
+	/* Either name of the hard-linked file will do. */
+	cr_assert(strstr(err.msg, "checksum mismatch in 'a/hello.txt'") ||
+		      strstr(err.msg, "checksum mismatch in 'hard'"),
+		  "%s", err.msg);
+}
+
+Test(image_verify, symlink_mismatch_names_the_path)
+{
+	corrupt_data_of(SAMPLE_LINK);
+	cr_assert_eq(pyfs_image_verify_files(image, &err), -EIO);
+	cr_assert(strstr(err.msg, "checksum mismatch in 'a/link'"), "%s", err.msg);
+}
+
+Test(image_verify, deep_path_with_odd_bytes_is_one_line)
+{
+	struct helper_tree *t = helper_tree_new();
+	struct pyfs_image_parts parts;
+	struct pyfs_image *img;
+	uint32_t dir = 0;
+
+	dir = helper_tree_dir(t, dir, "odd\nname", 0755);
+	for (int i = 0; i < 100; i++)
+		dir = helper_tree_dir(t, dir, "deeper-and-deeper", 0755);
+	helper_tree_file(t, dir, "leaf.py", "x = 1\n", 6, 0644);
+	cr_assert_eq(helper_tree_build(t, &parts), 0);
+	helper_tree_free(t);
+	parts.payload[0] = 'y';
+	parts.payload_checksum = XXH3_64bits(parts.payload, parts.payload_size);
+	cr_assert_eq(pyfs_image_create(&parts, &img, &err), 0, "%s", err.msg);
+	cr_assert_eq(pyfs_image_verify_payload(img, &err), 0);
+	cr_assert_eq(pyfs_image_verify_files(img, &err), -EIO);
+	cr_assert(strstr(err.msg, "checksum mismatch in '.../"), "%s", err.msg);
+	cr_assert(strstr(err.msg, "deeper-and-deeper/leaf.py'"), "%s", err.msg);
+	cr_assert_null(strchr(err.msg, '\n'), "%s", err.msg);
+	pyfs_image_destroy(img);
+}
+
+Test(image_verify, metadata_checksum_covers_inodes_dirents_and_names)
+{
+	struct pyfs_image_parts parts;
+	uint64_t sum;
+
+	helper_sample_parts(&parts);
+	sum = parts.metadata_checksum;
+	parts.names[0] ^= 1;
+	cr_assert_neq(pyfs_metadata_checksum(parts.inodes, parts.inode_count, parts.dirents,
+					     parts.dirent_count, parts.names, parts.names_size),
+		      sum);
+	parts.names[0] ^= 1;
+	parts.dirents[0].inode ^= 1;
+	cr_assert_neq(pyfs_metadata_checksum(parts.inodes, parts.inode_count, parts.dirents,
+					     parts.dirent_count, parts.names, parts.names_size),
+		      sum);
+	parts.dirents[0].inode ^= 1;
+	cr_assert_eq(pyfs_metadata_checksum(parts.inodes, parts.inode_count, parts.dirents,
+					    parts.dirent_count, parts.names, parts.names_size),
+		     sum);
+	pyfs_image_parts_free(&parts);
+	cr_assert_null(parts.inodes);
+	cr_assert_eq(parts.inode_count, 0);
+}
+
+/* --- validation: one row per rule -------------------------------------------------------- */
+
+/* A corruption applied to the sample parts; returns false to skip the reseal. */
+typedef bool corrupt_fn(struct pyfs_image_parts *parts);
+
+struct corruption {
+	const char *what;
+	corrupt_fn *apply;
+	const char *message; /* a substring the error must contain */
+};
+
+static struct pyfs_dirent *dirent_of(struct pyfs_image_parts *p, uint32_t dir, const char *name)
+{
+	uint32_t j = helper_find_dirent(p, dir, name);
+
+	cr_assert_neq(j, UINT32_MAX, "no '%s' in the sample", name);
+	return &p->dirents[j];
+}
+
+static bool bad_checksum(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_B].mtime_sec++;
+	return false;
+}
+
+static bool no_inodes(struct pyfs_image_parts *p)
+{
+	p->inode_count = 0;
+	return true;
+}
+
+static bool too_many_inodes(struct pyfs_image_parts *p)
+{
+	p->inode_count = (uint64_t)UINT32_MAX + 1;
+	return false; /* refused before anything reads that many records */
+}
+
+static bool too_many_dirents(struct pyfs_image_parts *p)
+{
+	p->dirent_count = UINT64_MAX / 16;
+	return false;
+}
+
+static bool fifo(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_EMPTY].mode = S_IFIFO | 0644;
+	return true;
+}
+
+static bool char_device(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_EMPTY].mode = S_IFCHR | 0644;
+	return true;
+}
+
+static bool no_type(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_EMPTY].mode = 0644;
+	return true;
+}
+
+static bool setuid_bit(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_B].mode |= S_ISUID;
+	return true;
+}
+
+static bool sticky_dir(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_Z].mode |= S_ISVTX;
+	return true;
+}
+
+static bool nsec_too_big(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_B].mtime_nsec = 1000000000u;
+	return true;
+}
+
+static bool file_past_payload(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_HELLO].data_size = p->payload_size + 1;
+	p->inodes[SAMPLE_HELLO].data_offset = 0;
+	return true;
+}
+
+static bool file_offset_past_payload(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_EMPTY].data_offset = p->payload_size + 1;
+	return true;
+}
+
+static bool file_offset_wraps(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_HELLO].data_offset = UINT64_MAX - 2;
+	p->inodes[SAMPLE_HELLO].data_size = 16;
+	return true;
+}
+
+static bool file_size_wraps(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_HELLO].data_offset = 8;
+	p->inodes[SAMPLE_HELLO].data_size = UINT64_MAX - 4;
+	return true;
+}
+
+static bool symlink_with_nul(struct pyfs_image_parts *p)
+{
+	p->names[p->inodes[SAMPLE_SYM].data_offset + 3] = '\0';
+	return true;
+}
+
+static bool symlink_empty(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_SYM].data_size = 0;
+	return true;
+}
+
+static bool symlink_too_long(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_SYM].data_offset = 0;
+	p->inodes[SAMPLE_SYM].data_size = PYFS_SYMLINK_MAX + 1;
+	return true;
+}
+
+static bool symlink_past_names(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_SYM].data_offset = p->names_size - 2;
+	return true;
+}
+
+static bool symlink_wraps(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_SYM].data_offset = UINT64_MAX - 1;
+	return true;
+}
+
+static bool dir_with_data(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_Z].data_size = 1;
+	return true;
+}
+
+static bool dir_with_checksum(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_Z].checksum = 1;
+	return true;
+}
+
+static bool dir_entries_past_dirents(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_Z].first_entry = (uint32_t)p->dirent_count;
+	p->inodes[SAMPLE_Z].entry_count = 1;
+	return true;
+}
+
+static bool dir_entries_wrap(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_Z].first_entry = UINT32_MAX;
+	p->inodes[SAMPLE_Z].entry_count = 2;
+	return true;
+}
+
+static bool file_with_parent(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_B].parent = SAMPLE_A;
+	return true;
+}
+
+static bool file_with_entries(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_B].entry_count = 1;
+	return true;
+}
+
+static bool name_with_slash(struct pyfs_image_parts *p)
+{
+	struct pyfs_dirent *d = dirent_of(p, SAMPLE_ROOT, "b.txt");
+
+	p->names[d->name_offset + 1] = '/';
+	return true;
+}
+
+static bool name_with_nul(struct pyfs_image_parts *p)
+{
+	struct pyfs_dirent *d = dirent_of(p, SAMPLE_ROOT, "b.txt");
+
+	p->names[d->name_offset + 1] = '\0';
+	return true;
+}
+
+static bool name_dot(struct pyfs_image_parts *p)
+{
+	struct pyfs_dirent *d = dirent_of(p, SAMPLE_ROOT, "a");
+
+	p->names[d->name_offset] = '.';
+	return true;
+}
+
+static bool name_dotdot(struct pyfs_image_parts *p)
+{
+	struct pyfs_dirent *d = dirent_of(p, SAMPLE_ROOT, "b.txt");
+
+	p->names[d->name_offset] = '.';
+	p->names[d->name_offset + 1] = '.';
+	d->name_length = 2;
+	return true;
+}
+
+static bool name_empty(struct pyfs_image_parts *p)
+{
+	dirent_of(p, SAMPLE_ROOT, "b.txt")->name_length = 0;
+	return true;
+}
+
+static bool name_too_long(struct pyfs_image_parts *p)
+{
+	struct pyfs_dirent *d = dirent_of(p, SAMPLE_ROOT, "b.txt");
+
+	d->name_offset = 0;
+	d->name_length = PYFS_NAME_MAX + 1;
+	return true;
+}
+
+static bool name_past_names(struct pyfs_image_parts *p)
+{
+	dirent_of(p, SAMPLE_ROOT, "b.txt")->name_offset = p->names_size - 1;
+	return true;
+}
+
+static bool name_offset_wraps(struct pyfs_image_parts *p)
+{
+	dirent_of(p, SAMPLE_ROOT, "b.txt")->name_offset = UINT64_MAX - 1;
+	return true;
+}
+
+static bool dirent_inode_out_of_range(struct pyfs_image_parts *p)
+{
+	dirent_of(p, SAMPLE_ROOT, "b.txt")->inode = (uint32_t)p->inode_count;
+	return true;
+}
+
+static bool duplicate_names(struct pyfs_image_parts *p)
+{
+	/* "copy.txt" becomes a second "b.txt"... (names are compared as bytes) */
+	struct pyfs_dirent *b = dirent_of(p, SAMPLE_ROOT, "b.txt");
+	struct pyfs_dirent *copy = dirent_of(p, SAMPLE_ROOT, "copy.txt");
+
+	copy->name_offset = b->name_offset;
+	copy->name_length = b->name_length;
+	return true;
+}
+
+static bool unsorted_names(struct pyfs_image_parts *p)
+{
+	struct pyfs_dirent *b = dirent_of(p, SAMPLE_ROOT, "b.txt");
+	struct pyfs_dirent *copy = dirent_of(p, SAMPLE_ROOT, "copy.txt");
+	struct pyfs_dirent tmp = *b;
+
+	*b = *copy;
+	*copy = tmp;
+	return true;
+}
+
+static bool prefix_after_longer_name(struct pyfs_image_parts *p)
+{
+	/* "b.txt" then "b": the shorter of two names with a common prefix sorts first. */
+	struct pyfs_dirent *copy = dirent_of(p, SAMPLE_ROOT, "copy.txt");
+
+	copy->name_offset = dirent_of(p, SAMPLE_ROOT, "b.txt")->name_offset;
+	copy->name_length = 1;
+	return true;
+}
+
+static bool root_is_a_file(struct pyfs_image_parts *p)
+{
+	memset(&p->inodes[SAMPLE_ROOT], 0, sizeof(p->inodes[0]));
+	p->inodes[SAMPLE_ROOT].mode = S_IFREG | 0644;
+	p->inodes[SAMPLE_ROOT].nlink = 1;
+	p->inodes[SAMPLE_ROOT].checksum = XXH3_64bits(NULL, 0);
+	return true;
+}
+
+static bool root_parent_not_itself(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_ROOT].parent = SAMPLE_A;
+	return true;
+}
+
+static bool root_named(struct pyfs_image_parts *p)
+{
+	dirent_of(p, SAMPLE_A, "hello.txt")->inode = SAMPLE_ROOT;
+	return true;
+}
+
+static bool directory_named_twice(struct pyfs_image_parts *p)
+{
+	dirent_of(p, SAMPLE_ROOT, "b.txt")->inode = SAMPLE_A;
+	return true;
+}
+
+static bool directory_hard_link_elsewhere(struct pyfs_image_parts *p)
+{
+	/* a/link names z/, whose parent says root: a directory hard link */
+	dirent_of(p, SAMPLE_A, "link")->inode = SAMPLE_Z;
+	return true;
+}
+
+static bool wrong_parent(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_Z].parent = SAMPLE_A;
+	return true;
+}
+
+static bool overlapping_entries(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_Z].first_entry = p->inodes[SAMPLE_A].first_entry;
+	p->inodes[SAMPLE_Z].entry_count = 1;
+	return true;
+}
+
+static bool dirent_in_no_directory(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_A].entry_count--; /* drops "link" */
+	return true;
+}
+
+static bool orphan_inode(struct pyfs_image_parts *p)
+{
+	/* "copy.txt" names b.txt's inode instead: copy.txt's inode has no name left. */
+	dirent_of(p, SAMPLE_ROOT, "copy.txt")->inode = SAMPLE_B;
+	p->inodes[SAMPLE_B].nlink = 2;
+	return true;
+}
+
+static bool file_nlink_too_high(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_B].nlink = 2;
+	return true;
+}
+
+static bool hard_link_nlink_too_low(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_HELLO].nlink = 1;
+	return true;
+}
+
+static bool dir_nlink_wrong(struct pyfs_image_parts *p)
+{
+	p->inodes[SAMPLE_ROOT].nlink = 3;
+	return true;
+}
+
+/*
+ * A cycle the other rules cannot see: x/ holds y/ and y/ holds x/, each the
+ * recorded parent of the other, neither named by the root.
+ */
+static bool cycle(struct pyfs_image_parts *p)
+{
+	struct pyfs_image_parts c;
+
+	pyfs_image_parts_free(p);
+	helper_parts_alloc(&c, 3, 2, 2, 0);
+	c.inodes[0] = (struct pyfs_inode){.mode = S_IFDIR | 0755, .nlink = 2};
+	c.inodes[1] = (struct pyfs_inode){
+	    .mode = S_IFDIR | 0755, .nlink = 3, .parent = 2, .first_entry = 0, .entry_count = 1};
+	c.inodes[2] = (struct pyfs_inode){
+	    .mode = S_IFDIR | 0755, .nlink = 3, .parent = 1, .first_entry = 1, .entry_count = 1};
+	memcpy(c.names, "yx", 2);
+	c.dirents[0] = (struct pyfs_dirent){.name_offset = 0, .name_length = 1, .inode = 2};
+	c.dirents[1] = (struct pyfs_dirent){.name_offset = 1, .name_length = 1, .inode = 1};
+	*p = c;
+	return true;
+}
+
+static const struct corruption corruptions[] = {
+    {"metadata checksum", bad_checksum, "metadata checksum mismatch (stored 0x"},
+    {"no inodes", no_inodes, "no inodes"},
+    {"inode count over uint32", too_many_inodes, "4294967296 inodes"},
+    {"dirent count over uint32", too_many_dirents, "exceed the limit"},
+    {"fifo", fifo, "inode 6: unsupported file type (mode 010644"},
+    {"character device", char_device, "inode 6: unsupported file type (mode 020644"},
+    {"mode without a type", no_type, "inode 6: unsupported file type (mode 0644"},
+    {"setuid", setuid_bit, "inode 4: mode 0104600 has bits beyond the file type and 0777"},
+    {"sticky", sticky_dir, "inode 8: mode 041755 has bits beyond"},
+    {"mtime_nsec 1e9", nsec_too_big, "inode 4: mtime_nsec 1000000000 is not below"},
+    {"file data past payload", file_past_payload,
+     "inode 2: file data [offset 0, size 33] "
+     "lies outside the payload (size 32)"},
+    {"file offset past payload", file_offset_past_payload,
+     "inode 6: file data [offset 33, size 0] lies outside the payload"},
+    {"file offset + size wraps", file_offset_wraps,
+     "inode 2: file data [offset 18446744073709551613, size 16] lies outside the payload"},
+    {"file size wraps", file_size_wraps, "[offset 8, size 18446744073709551611] lies outside"},
+    {"symlink target with NUL", symlink_with_nul, "inode 7: symlink target contains a NUL"},
+    {"empty symlink target", symlink_empty, "inode 7: symlink target length 0 is not in"},
+    {"symlink target too long", symlink_too_long, "symlink target length 4096 is not in 1..4095"},
+    {"symlink target past names", symlink_past_names, "inode 7: symlink target [offset"},
+    {"symlink offset wraps", symlink_wraps, "lies outside the names"},
+    {"directory with data", dir_with_data, "inode 8: directory has data fields set"},
+    {"directory with checksum", dir_with_checksum, "directory has data fields set"},
+    {"entries past dirents", dir_entries_past_dirents,
+     "inode 8: directory entries [first 9, count 1] lie outside the dirents (count 9)"},
+    {"entries wrap", dir_entries_wrap, "directory entries [first 4294967295, count 2] lie outside"},
+    {"file with parent", file_with_parent, "inode 4: non-directory has directory fields set"},
+    {"file with entries", file_with_entries, "non-directory has directory fields set"},
+    {"name with slash", name_with_slash, "name 'b/txt' contains '/'"},
+    {"name with NUL", name_with_nul, "name 'b\\x00txt' contains a NUL byte"},
+    {"name '.'", name_dot, "name '.' is reserved"},
+    {"name '..'", name_dotdot, "name '..' is reserved"},
+    {"empty name", name_empty, "name length 0 is not in 1..255"},
+    {"name too long", name_too_long, "name length 256 is not in 1..255"},
+    {"name past names", name_past_names, "lies outside the names"},
+    {"name offset wraps", name_offset_wraps, "name [offset 18446744073709551614, length 5] lies"},
+    {"dirent inode out of range", dirent_inode_out_of_range,
+     "inode 9 is out of range (inode count 9)"},
+    {"duplicate names", duplicate_names, "directory inode 0: duplicate name 'b.txt'"},
+    {"unsorted names", unsorted_names, "names are not sorted ('copy.txt' before 'b.txt')"},
+    {"shorter name after longer", prefix_after_longer_name,
+     "names are not sorted ('b.txt' before 'b')"},
+    {"root is a file", root_is_a_file, "the root inode is not a directory"},
+    {"root parent", root_parent_not_itself, "the root directory records parent 1"},
+    {"root named", root_named, "directory inode 1 names the root directory as 'hello.txt'"},
+    {"directory named twice", directory_named_twice,
+     "directory inode 1 is named more than once (again as 'b.txt'"},
+    {"directory hard link", directory_hard_link_elsewhere,
+     "directory inode 8 is named more than once (again as 'link' in directory inode 1)"},
+    {"wrong parent", wrong_parent,
+     "directory inode 8 is named 'z' in directory inode 0 but "
+     "records parent 1"},
+    {"overlapping entries", overlapping_entries,
+     "directory inode 8: entries [first 7, count 1] overlap another directory's entries"},
+    {"dirent in no directory", dirent_in_no_directory, "dirent 8 belongs to no directory"},
+    {"orphan inode", orphan_inode, "inode 5 is not named in any directory (orphan)"},
+    {"file nlink too high", file_nlink_too_high, "inode 4: nlink 2 does not match its 1 names"},
+    {"hard link nlink too low", hard_link_nlink_too_low,
+     "inode 2: nlink 1 does not match its 2 names"},
+    {"directory nlink", dir_nlink_wrong,
+     "directory inode 0: nlink 3 does not match its 2 subdirectories (expected 4)"},
+    {"cycle", cycle, "directory inode 1 is not reachable from the root (cycle)"},
+};
+
+/*
+ * Criterion runs each row in a fresh process of this program, where the
+ * addresses in the table differ (PIE): rows are passed as indexes.
+ */
+ParameterizedTestParameters(image_validate, refuses_corrupt_parts)
+{
+	static size_t rows[sizeof(corruptions) / sizeof(corruptions[0])];
+
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		rows[i] = i;
+	return cr_make_param_array(size_t, rows, sizeof(rows) / sizeof(rows[0]));
+}
+
+ParameterizedTest(size_t *row, image_validate, refuses_corrupt_parts)
+{
+	const struct corruption *c = &corruptions[*row];
+	struct pyfs_image_parts parts, saved, orig;
+	struct pyfs_image *img = (struct pyfs_image *)&parts; /* must stay untouched */
+	int ret;
+
+	helper_sample_parts(&parts);
+	orig = parts;
+	if (c->apply(&parts))
+		helper_parts_reseal(&parts);
+	saved = parts;
+	memset(&err, 0, sizeof(err));
+	ret = pyfs_image_create(&parts, &img, &err);
+	cr_assert_eq(ret, -EINVAL, "%s: got %d (%s)", c->what, ret, err.msg);
+	cr_assert(strstr(err.msg, "invalid archive: "), "%s: %s", c->what, err.msg);
+	cr_assert(strstr(err.msg, c->message), "%s: expected '%s' in '%s'", c->what, c->message,
+		  err.msg);
+	cr_assert_eq(img, (struct pyfs_image *)&parts, "%s: *out set on failure", c->what);
+	cr_assert_eq(memcmp(&parts, &saved, sizeof(parts)), 0, "%s: parts changed", c->what);
+	if (parts.inode_count > UINT32_MAX || parts.dirent_count > UINT32_MAX) {
+		/* The counts were faked: free what was really allocated. */
+		parts.inode_count = orig.inode_count;
+		parts.dirent_count = orig.dirent_count;
+	}
+	pyfs_image_parts_free(&parts);
+}
+
+Test(image_validate, sample_is_valid_and_parts_are_taken)
+{
+	struct pyfs_image_parts parts;
+	struct pyfs_image *img = NULL;
+
+	helper_sample_parts(&parts);
+	cr_assert_eq(pyfs_image_create(&parts, &img, &err), 0, "%s", err.msg);
+	cr_assert_not_null(img);
+	cr_assert_null(parts.inodes);
+	cr_assert_null(parts.payload);
+	cr_assert_eq(parts.inode_count, 0);
+	pyfs_image_destroy(img);
+}
+
+Test(image_validate, root_only_image_is_valid)
+{
+	struct pyfs_image_parts parts;
+	struct pyfs_image *img = NULL;
+
+	helper_parts_alloc(&parts, 1, 0, 0, 0);
+	parts.inodes[0] = (struct pyfs_inode){.mode = S_IFDIR | 0555, .nlink = 2};
+	parts.payload_checksum = XXH3_64bits(NULL, 0); /* not 0: the hash of no bytes */
+	helper_parts_reseal(&parts);
+	cr_assert_eq(pyfs_image_create(&parts, &img, &err), 0, "%s", err.msg);
+	cr_assert_eq(pyfs_image_entry_count(img, 0), 0);
+	cr_assert_eq(pyfs_image_verify_payload(img, &err), 0, "%s", err.msg);
+	pyfs_image_destroy(img);
+}
+
+Test(image_validate, names_sort_as_unsigned_bytes)
+{
+	/* 0xff sorts after 'z' (memcmp order), whatever char's signedness. */
+	struct helper_tree *t = helper_tree_new();
+	struct pyfs_image_parts parts;
+	struct pyfs_image *img;
+	uint32_t found, high;
+
+	helper_tree_file(t, 0, "z", "", 0, 0644);
+	high = helper_tree_file(t, 0, "\xff", "", 0, 0644);
+	helper_tree_file(t, 0, "A", "", 0, 0644);
+	cr_assert_eq(helper_tree_build(t, &parts), 0);
+	helper_tree_free(t);
+	cr_assert_eq(pyfs_image_create(&parts, &img, &err), 0, "%s", err.msg);
+	cr_assert_eq(pyfs_image_lookup(img, 0, "\xff", 1, &found), 0);
+	cr_assert_eq(found, high);
+	pyfs_image_destroy(img);
+}
+
+/* A wide, deep synthetic tree: n files over n/50 directories, and a nested chain. */
+static void build_big(struct pyfs_image_parts *parts, uint32_t n)
+{
+	struct helper_tree *t = helper_tree_new();
+	uint32_t dir = 0, chain = 0;
+	char name[64];
+
+	for (uint32_t i = 0; i < n; i++) {
+		if (i % 50 == 0) {
+			snprintf(name, sizeof(name), "pkg%07u", (unsigned)(n - i));
+			dir = helper_tree_dir(t, 0, name, 0755);
+		}
+		snprintf(name, sizeof(name), "module_%u.py", (unsigned)(i * 7919u % n));
+		helper_tree_file(t, dir, name, name, strlen(name), 0644);
+	}
+	for (int i = 0; i < 1000; i++)
+		chain = helper_tree_dir(t, chain, "deep", 0755);
+	cr_assert_eq(helper_tree_build(t, parts), 0);
+	helper_tree_free(t);
+}
+
+Test(image_validate, large_tree_validates_in_linear_time, .timeout = 20)
+{
+	struct pyfs_image_parts parts;
+	struct pyfs_image *img;
+	struct timespec t0, t1;
+	uint32_t found;
+	double ms;
+
+	build_big(&parts, 200000);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	cr_assert_eq(pyfs_image_create(&parts, &img, &err), 0, "%s", err.msg);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+	cr_log_info("validated %u inodes in %.1f ms", pyfs_image_inode_count(img), ms);
+	/* Milliseconds in a normal build; generous for ASan/UBSan on a loaded machine. */
+	cr_expect_lt(ms, 2000.0, "validation took %.0f ms", ms);
+	cr_assert_eq(pyfs_image_resolve(img, "pkg0200000/module_0.py", &found), 0);
+	cr_assert_eq(pyfs_image_verify_files(img, &err), 0, "%s", err.msg);
+	pyfs_image_destroy(img);
+}
