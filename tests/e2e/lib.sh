@@ -76,3 +76,240 @@ unmount_quietly() {
 		fusermount3 -u "$1" 2>/dev/null || fusermount3 -uz "$1" 2>/dev/null || umount -l "$1" 2>/dev/null || true
 	fi
 }
+
+# ---- pyfs-mount helpers ----
+
+# is_mounted DIR: DIR is a mount point (per /proc/self/mountinfo, so dead FUSE
+# mounts left by a killed daemon count too; paths without spaces).
+is_mounted() {
+	local d
+	d=$(realpath -m "$1")
+	awk -v d="$d" '$5 == d { found = 1 } END { exit !found }' /proc/self/mountinfo
+}
+
+# unmount_all DIR...: unmount every DIR that is mounted, dead mounts included.
+unmount_all() {
+	local d
+	for d in "$@"; do
+		is_mounted "$d" || continue
+		fusermount3 -u "$d" 2>/dev/null || fusermount3 -uz "$d" 2>/dev/null || umount -l "$d" 2>/dev/null || true
+	done
+}
+
+# pid_alive PID: the process exists and is not a zombie (init may not reap here).
+pid_alive() {
+	local state
+	state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+	[ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
+# wait_until SECONDS CMD...: run CMD every 0.1 s until it succeeds; fail after SECONDS.
+wait_until() {
+	local limit=$(($1 * 10)) i=0
+	shift
+	until "$@"; do
+		i=$((i + 1))
+		[ "$i" -lt "$limit" ] || return 1
+		sleep 0.1
+	done
+}
+
+# numpy_archive: pack numpy, scipy, mpi4py and h5py from $DIST_PACKAGES, plus
+# symlinks (relative, absolute, dangling) and an empty directory, once per build
+# directory and packer binary (shared by tests, safe under parallel ctest). Sets
+# NUMPY_TREE (the packed tree) and NUMPY_ARCHIVE.
+numpy_archive() {
+	local cache=$PYFS_BUILD_DIR/test-cache
+	mkdir -p "$cache"
+	NUMPY_TREE=$cache/numpy-tree
+	NUMPY_ARCHIVE=$cache/numpy.h5
+	(
+		flock 9
+		stamp=$(stat -c %Y:%s "$PYFS_PACK")
+		[ -f "$NUMPY_ARCHIVE" ] && [ "$(cat "$cache/numpy.stamp" 2>/dev/null)" = "$stamp" ] && exit 0
+		rm -rf "$NUMPY_TREE" "$NUMPY_ARCHIVE" "$cache/numpy.stamp"
+		mkdir "$NUMPY_TREE"
+		for p in numpy scipy mpi4py h5py; do
+			# Hard links when the build directory shares the file system: instant.
+			cp -al "$DIST_PACKAGES/$p" "$NUMPY_TREE/" 2>/dev/null || cp -a "$DIST_PACKAGES/$p" "$NUMPY_TREE/"
+		done
+		ln -s numpy/__init__.py "$NUMPY_TREE/link-relative"
+		ln -s "$DIST_PACKAGES/numpy/version.py" "$NUMPY_TREE/link-absolute"
+		ln -s no/such/target "$NUMPY_TREE/link-dangling"
+		mkdir "$NUMPY_TREE/empty-dir"
+		"$PYFS_PACK" -q -p "$PY" "$NUMPY_ARCHIVE" "$NUMPY_TREE" >&2
+		echo "$stamp" >"$cache/numpy.stamp"
+	) 9>"$cache/numpy.lock" || fail "cannot pack the numpy archive"
+}
+
+# compare_trees SOURCE MOUNT: every entry of SOURCE exists in MOUNT with the same
+# type, permission bits, size (files, symlinks), mtime in ns and link target;
+# MOUNT may hold more only as __pycache__/*.pyc added by the packer.
+compare_trees() {
+	"${PY_ISOLATED[@]}" - "$1" "$2" <<'PYEOF' || fail "trees differ: $1 vs $2"
+import os, stat, sys
+src, mnt = sys.argv[1], sys.argv[2]
+errors, count = [], 0
+def walk(top):
+    out = {}
+    for root, dirs, files in os.walk(top):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            out[os.path.relpath(path, top)] = os.lstat(path)
+    return out
+a, b = walk(src), walk(mnt)
+for rel, s in sorted(a.items()):
+    count += 1
+    t = b.get(rel)
+    if t is None:
+        errors.append(f"missing in mount: {rel}")
+        continue
+    if stat.S_IFMT(s.st_mode) != stat.S_IFMT(t.st_mode):
+        errors.append(f"type differs: {rel}")
+    if stat.S_IMODE(s.st_mode) & 0o777 != stat.S_IMODE(t.st_mode):
+        errors.append(f"mode differs: {rel}: {oct(s.st_mode)} vs {oct(t.st_mode)}")
+    if not stat.S_ISDIR(s.st_mode) and s.st_size != t.st_size:
+        errors.append(f"size differs: {rel}: {s.st_size} vs {t.st_size}")
+    if s.st_mtime_ns != t.st_mtime_ns:
+        errors.append(f"mtime differs: {rel}: {s.st_mtime_ns} vs {t.st_mtime_ns}")
+    if stat.S_ISLNK(s.st_mode) and os.readlink(os.path.join(src, rel)) != os.readlink(os.path.join(mnt, rel)):
+        errors.append(f"link target differs: {rel}")
+for rel in sorted(set(b) - set(a)):
+    parts = rel.split(os.sep)
+    if not (parts[-1] == "__pycache__" or (len(parts) > 1 and parts[-2] == "__pycache__" and rel.endswith(".pyc"))):
+        errors.append(f"extra in mount: {rel}")
+if count == 0:
+    errors.append(f"nothing to compare in {src}")
+for e in errors[:20]:
+    print(e, file=sys.stderr)
+sys.exit(1 if errors else 0)
+PYEOF
+}
+
+# diff_trees SOURCE MOUNT: diff -r, allowing only byte-code the packer added.
+diff_trees() {
+	local out rc=0
+	out=$(diff -r --no-dereference "$1" "$2" 2>&1) || rc=$?
+	[ "$rc" -le 1 ] || fail "diff -r $1 $2 failed: $(printf '%s' "$out" | head -5)"
+	out=$(printf '%s\n' "$out" | grep -v -E "^Only in $2(/.*)?: __pycache__\$|^Only in $2/(.*/)?__pycache__: .*\.pyc\$" | grep . || true)
+	[ -z "$out" ] || fail "diff -r $1 $2: $(printf '%s' "$out" | head -5)"
+}
+
+# ---- pyfs-pack helpers ----
+
+# compare_trees_strict SOURCE COPY [OPTION...]: COPY holds exactly the
+# entries of SOURCE (any name bytes, paths of any length) with the same type,
+# permission bits (SOURCE's & 0777: setuid/setgid/sticky must be gone), size,
+# mtime in ns, symlink target, contents, and hard-link grouping (names sharing
+# an inode in SOURCE share one in COPY, and no others). With --allow-extra-pyc,
+# COPY may also hold __pycache__ directories and __pycache__/*.pyc files; with
+# --allow-replaced-pyc, its __pycache__/*.pyc files may differ from SOURCE's
+# (contents, size, mtime). With --skip-special, sockets, FIFOs and devices of
+# SOURCE are not expected in COPY.
+# Differences go to stderr; returns non-zero when there are any.
+compare_trees_strict() {
+	"${PY_ISOLATED[@]}" - "$@" <<'PYEOF'
+import hashlib, os, stat, sys
+src, dst = sys.argv[1], sys.argv[2]
+allow_pyc = "--allow-extra-pyc" in sys.argv[3:]
+skip_special = "--skip-special" in sys.argv[3:]
+replaced_pyc = "--allow-replaced-pyc" in sys.argv[3:]
+def is_pyc(rel):
+    parts = rel.split(b"/")
+    return len(parts) > 1 and parts[-2] == b"__pycache__" and rel.endswith(b".pyc")
+def digest(dir_fd, name):
+    h = hashlib.sha1()
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    try:
+        while True:
+            block = os.read(fd, 1 << 22)
+            if not block:
+                return h.hexdigest()
+            h.update(block)
+    finally:
+        os.close(fd)
+def walk(top):
+    out = {}
+    def rec(fd, rel):
+        for name in sorted(os.listdir(fd)):
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            path = rel + b"/" + os.fsencode(name) if rel else os.fsencode(name)
+            extra = None
+            if stat.S_ISLNK(st.st_mode):
+                extra = os.readlink(name, dir_fd=fd)
+            elif stat.S_ISREG(st.st_mode):
+                extra = digest(fd, name)
+            out[path] = (st, extra)
+            if stat.S_ISDIR(st.st_mode):
+                sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                try:
+                    rec(sub, path)
+                finally:
+                    os.close(sub)
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    out[b""] = (os.fstat(fd), None)
+    try:
+        rec(fd, b"")
+    finally:
+        os.close(fd)
+    return out
+a, b = walk(src), walk(dst)
+errors = []
+def err(msg, rel):
+    errors.append("%s: '%s'" % (msg, rel.decode("utf-8", "backslashreplace")))
+links_a, links_b = {}, {}
+special = [rel for rel, (s, _) in a.items() if skip_special and
+           not (stat.S_ISREG(s.st_mode) or stat.S_ISDIR(s.st_mode) or stat.S_ISLNK(s.st_mode))]
+for rel in special:
+    del a[rel]
+for rel, (s, x) in a.items():
+    if rel not in b:
+        err("missing", rel)
+        continue
+    t, y = b[rel]
+    if replaced_pyc and is_pyc(rel) and stat.S_ISREG(s.st_mode) and stat.S_ISREG(t.st_mode):
+        continue
+    if stat.S_IFMT(s.st_mode) != stat.S_IFMT(t.st_mode):
+        err("type differs", rel)
+        continue
+    if not stat.S_ISLNK(s.st_mode) and stat.S_IMODE(s.st_mode) & 0o777 != stat.S_IMODE(t.st_mode):
+        err("mode differs (%o vs %o)" % (s.st_mode, t.st_mode), rel)
+    if not stat.S_ISDIR(s.st_mode) and s.st_size != t.st_size:
+        err("size differs (%d vs %d)" % (s.st_size, t.st_size), rel)
+    if s.st_mtime_ns != t.st_mtime_ns:
+        err("mtime differs (%d vs %d)" % (s.st_mtime_ns, t.st_mtime_ns), rel)
+    if x != y:
+        err("contents or target differ", rel)
+    if stat.S_ISREG(s.st_mode):
+        links_a.setdefault(s.st_ino, set()).add(rel)
+for rel in set(b) - set(a):
+    pyc = rel.split(b"/")[-1] == b"__pycache__" and stat.S_ISDIR(b[rel][0].st_mode) or is_pyc(rel)
+    if not (allow_pyc and pyc):
+        err("extra", rel)
+for rel, (t, _) in b.items():
+    if stat.S_ISREG(t.st_mode):
+        links_b.setdefault(t.st_ino, set()).add(rel)
+names_a = set(links_a and set().union(*links_a.values()))
+groups_a = sorted(sorted(g) for g in links_a.values())
+groups_b = sorted(sorted(g & names_a) for g in links_b.values() if g & names_a)
+if groups_a != groups_b:
+    errors.append("hard-link groups differ: %d groups vs %d" % (
+        sum(len(g) > 1 for g in groups_a), sum(len(g) > 1 for g in groups_b)))
+for rel, (t, _) in b.items():
+    if stat.S_ISREG(t.st_mode) and t.st_nlink != len(links_b.get(t.st_ino, ())):
+        err("nlink %d for %d names" % (t.st_nlink, len(links_b.get(t.st_ino, ()))), rel)
+if len(a) < 2:
+    errors.append("nothing to compare in " + src)
+for e in sorted(errors)[:20]:
+    print(e, file=sys.stderr)
+sys.exit(1 if errors else 0)
+PYEOF
+}
+
+# no_temp_archives DIR: DIR holds no temporary archive (.NAME.tmp.PID) of pyfs-pack.
+no_temp_archives() {
+	local left
+	[ -d "$1" ] || return 0
+	left=$(find "$1" -maxdepth 1 -name '.*.tmp.*' -printf '%f ')
+	[ -z "$left" ] || fail "temporary archive left behind in $1: $left"
+}

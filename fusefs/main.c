@@ -1,0 +1,614 @@
+/*
+ * main.c - pyfs-mount: the command line, and the steps from MPI_Init to a
+ * served mount.
+ *
+ * Steps, each followed by an agreement of all ranks (pull_agree) so that a
+ * failure anywhere makes every rank exit 1 with the same message, printed
+ * once by rank 0 and naming the rank where it happened:
+ *   1. node leaders check their mountpoint and mount options (before any pull);
+ *   2. the leaders pull the metadata, 3. the payload (pull.c);
+ *   4. each leader validates the image and verifies the payload checksum;
+ * then MPI is finalized and each leader mounts and serves (serve.c); the
+ * other ranks exit 0.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <fuse_opt.h>
+#include <hdf5.h>
+#include <mpi.h>
+
+#include "mount.h"
+#include "ops.h"
+#include "pull.h"
+
+#define MOUNT_PROGRAM "pyfs-mount"
+#define MIB(bytes)    ((double)(bytes) / (1024.0 * 1024.0))
+
+enum {
+	OPT_RANKS_AS_NODES = 256,
+	OPT_NO_VERIFY,
+	OPT_READY_FILE,
+};
+
+enum {
+	KEY_ALLOW_OTHER,
+	KEY_FSNAME,
+	KEY_SUBTYPE,
+	KEY_DEBUG,
+};
+
+/* Our -o options; everything else goes to libfuse. */
+#define MOUNT_OPT(t, field, value)                                                                 \
+	{                                                                                          \
+		t, offsetof(struct mount_config, field), value                                     \
+	}
+static const struct fuse_opt mount_opts[] = {
+    MOUNT_OPT("timeout=%lf", ops.timeout, 0),
+    MOUNT_OPT("open_calls", ops.open_calls, 1),
+    MOUNT_OPT("no_xattr", ops.no_xattr, 1),
+    MOUNT_OPT("clone_fd", clone_fd, 1),
+    MOUNT_OPT("max_threads=%u", max_threads, 0),
+    FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
+    FUSE_OPT_KEY("fsname=", KEY_FSNAME),
+    FUSE_OPT_KEY("subtype=", KEY_SUBTYPE),
+    FUSE_OPT_KEY("debug", KEY_DEBUG),
+    FUSE_OPT_END,
+};
+
+static void mount_usage(FILE *out)
+{
+	fprintf(
+	    out,
+	    "Usage: " MOUNT_PROGRAM " [OPTIONS] ARCHIVE MOUNTPOINT\n"
+	    "\n"
+	    "Pull the pyfs archive ARCHIVE into the memory of every node of an MPI job,\n"
+	    "reading each byte of the shared file once (collective MPI-IO), and serve it\n"
+	    "read-only at MOUNTPOINT through FUSE. Run one process per node:\n"
+	    "  mpirun --map-by ppr:1:node " MOUNT_PROGRAM " env.h5 /pyenv\n"
+	    "  srun --ntasks-per-node=1 " MOUNT_PROGRAM " env.h5 /pyenv\n"
+	    "or without a launcher for this node alone. Unmount: fusermount3 -u MOUNTPOINT\n"
+	    "\n"
+	    "Options:\n"
+	    "  -f, --foreground       stay attached until unmounted (for 'srun ... &');\n"
+	    "                         by default the command returns once the mount is\n"
+	    "                         ready and a daemon serves it in the background\n"
+	    "      --ranks-as-nodes   every MPI rank acts as its own node (to test several\n"
+	    "                         nodes on one machine)\n"
+	    "      --no-verify        skip the payload checksum after the pull\n"
+	    "      --ready-file=PATH  once mounted, write the serving PID to PATH (atomically;\n"
+	    "                         removed at unmount): a readiness signal with -f\n"
+	    "  -o OPT[,OPT...]        mount options, see below\n"
+	    "  -v, --verbose          rank 0 reports sizes, timings, bandwidth, bytes read per\n"
+	    "                         node and memory; twice for debug messages\n"
+	    "  -q, --quiet            print errors only\n"
+	    "  -h, --help             print this help and libfuse's options\n"
+	    "  -V, --version          print the versions of pyfs-mount and its libraries\n"
+	    "\n"
+	    "In MOUNTPOINT and PATH, %%r is the MPI rank, %%n the node index, %%%% a '%%'.\n"
+	    "\n"
+	    "pyfs -o options:\n"
+	    "  timeout=SECONDS        kernel cache time of entries, attributes and misses\n"
+	    "                         (default: the life of the mount; 0 disables)\n"
+	    "  open_calls             answer open and opendir requests instead of letting\n"
+	    "                         the kernel skip them\n"
+	    "  no_xattr               no extended attributes, so no counters either: saves\n"
+	    "                         the two round trips 'ls -l' makes per file\n"
+	    "  max_threads=N          serve with at most N threads (default 10)\n"
+	    "  clone_fd               one /dev/fuse descriptor per thread\n"
+	    "Always on: ro, nosuid, nodev, default_permissions; fsname=pyfs and\n"
+	    "subtype=pyfs unless given. allow_other only when asked (as a user it needs\n"
+	    "user_allow_other in /etc/fuse.conf). libfuse connection options are accepted\n"
+	    "too: max_readahead=N, [no_]splice_write, readdirplus=yes|no|auto, ...\n"
+	    "\n"
+	    "Counters of the live mount (lookups, misses, opens, reads, bytes served):\n"
+	    "  getfattr -n " OPS_STATS_XATTR " MOUNTPOINT   (or Python's os.getxattr)\n"
+	    "\n"
+	    "Exit status: 0 mounted (with -f: unmounted cleanly), 1 failure (every rank\n"
+	    "reports the same error and nothing is mounted), 2 usage error.\n");
+}
+
+static void mount_version(void)
+{
+	char mpi[MPI_MAX_LIBRARY_VERSION_STRING];
+	unsigned int h5_major = 0, h5_minor = 0, h5_release = 0;
+	int len = 0;
+
+	H5get_libversion(&h5_major, &h5_minor, &h5_release);
+	if (MPI_Get_library_version(mpi, &len) != MPI_SUCCESS)
+		snprintf(mpi, sizeof(mpi), "unknown");
+	mpi[strcspn(mpi, "\n,")] = '\0';
+	printf(MOUNT_PROGRAM " " PYFS_VERSION "\n");
+	printf("libfuse %d.%d (FUSE_USE_VERSION %d), HDF5 %u.%u.%u, %s\n", fuse_version() / 100,
+	       fuse_version() % 100, FUSE_USE_VERSION, h5_major, h5_minor, h5_release, mpi);
+}
+
+/*
+ * Under a launcher every rank parses the command line: print usage errors on
+ * the first rank only (or when no launcher variable says otherwise).
+ */
+static bool mount_first_rank(void)
+{
+	static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK",
+					   "SLURM_PROCID"};
+
+	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+		const char *v = getenv(vars[i]);
+
+		if (v)
+			return strcmp(v, "0") == 0;
+	}
+	return true;
+}
+
+__attribute__((format(printf, 1, 2))) static int mount_usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (mount_first_rank()) {
+		va_start(ap, fmt);
+		fprintf(stderr, MOUNT_PROGRAM ": ");
+		vfprintf(stderr, fmt, ap);
+		fprintf(stderr, "\nTry '" MOUNT_PROGRAM " --help' for more information.\n");
+		va_end(ap);
+	}
+	return MOUNT_EXIT_USAGE;
+}
+
+static int mount_opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct mount_config *config = data;
+
+	(void)arg;
+	(void)outargs;
+	if (key == KEY_ALLOW_OTHER)
+		config->allow_other = true;
+	else if (key == KEY_FSNAME)
+		config->has_fsname = true;
+	else if (key == KEY_SUBTYPE)
+		config->has_subtype = true;
+	else if (key == KEY_DEBUG)
+		config->debug = true;
+	return 1; /* keep it for libfuse */
+}
+
+/*
+ * Sort the -o options collected in config->args: ours into config, libfuse's
+ * connection options into config->conn_opts, the rest stay for the session,
+ * followed by the options pyfs always sets. 0 or -EINVAL with err set.
+ */
+static int mount_parse_fuse_options(struct mount_config *config, struct pyfs_err *err)
+{
+	struct pyfs_err capture = {{0}};
+	int rc = 0;
+
+	mount_fuse_log_capture(&capture);
+	if (fuse_opt_parse(&config->args, config, mount_opts, mount_opt_proc) < 0)
+		rc = -EINVAL;
+	if (rc == 0) {
+		config->conn_opts = fuse_parse_conn_info_opts(&config->args);
+		if (!config->conn_opts)
+			rc = -EINVAL;
+	}
+	if (rc == 0 && !config->has_fsname)
+		rc = fuse_opt_add_arg(&config->args, "-ofsname=pyfs");
+	if (rc == 0 && !config->has_subtype)
+		rc = fuse_opt_add_arg(&config->args, "-osubtype=pyfs");
+	/* Last, so that no "rw" or "suid" given before can undo them. */
+	if (rc == 0)
+		rc = fuse_opt_add_arg(&config->args, "-oro,nosuid,nodev,default_permissions");
+	mount_fuse_log_capture(NULL);
+	if (rc < 0)
+		pyfs_err_set(err, "invalid -o option%s%s", capture.msg[0] ? ": " : "", capture.msg);
+	return rc < 0 ? -EINVAL : 0;
+}
+
+/*
+ * Parse argv into config. Returns -1 to go on, or an exit status (after
+ * --help, --version or a usage error).
+ */
+static int mount_parse(int argc, char **argv, struct mount_config *config)
+{
+	static const struct option longopts[] = {
+	    {"foreground", no_argument, NULL, 'f'},
+	    {"ranks-as-nodes", no_argument, NULL, OPT_RANKS_AS_NODES},
+	    {"no-verify", no_argument, NULL, OPT_NO_VERIFY},
+	    {"ready-file", required_argument, NULL, OPT_READY_FILE},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"quiet", no_argument, NULL, 'q'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0},
+	};
+	struct pyfs_err err = {{0}};
+	int verbose = 0, quiet = 0, c;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":fo:vqhV", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'f':
+			config->foreground = true;
+			break;
+		case OPT_RANKS_AS_NODES:
+			config->ranks_as_nodes = true;
+			break;
+		case OPT_NO_VERIFY:
+			config->verify = false;
+			break;
+		case OPT_READY_FILE:
+			config->ready_file = optarg;
+			break;
+		case 'o':
+			if (fuse_opt_add_arg(&config->args, "-o") < 0 ||
+			    fuse_opt_add_arg(&config->args, optarg) < 0)
+				return mount_usage_error("%s", strerror(ENOMEM));
+			break;
+		case 'v':
+			verbose++;
+			break;
+		case 'q':
+			quiet = 1;
+			break;
+		case 'h':
+			mount_usage(stdout);
+			printf("\nlibfuse options:\n");
+			fflush(stdout);
+			fuse_lowlevel_help();
+			return MOUNT_EXIT_OK;
+		case 'V':
+			mount_version();
+			return MOUNT_EXIT_OK;
+		case ':':
+			return mount_usage_error("option '%s' needs an argument", argv[optind - 1]);
+		default:
+			return mount_usage_error("unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (argc - optind != 2)
+		return mount_usage_error("%s", argc - optind < 2 ? "expected ARCHIVE and MOUNTPOINT"
+								 : "too many arguments");
+	config->archive = argv[optind];
+	config->mountpoint = argv[optind + 1];
+	if (mount_parse_fuse_options(config, &err) < 0)
+		return mount_usage_error("%s", err.msg);
+	if (config->debug)
+		config->foreground = true;
+	config->verbose = verbose > 0 && !quiet;
+	pyfs_log_threshold = quiet			     ? PYFS_LOG_ERROR
+			     : verbose >= 2 || config->debug ? PYFS_LOG_DEBUG
+			     : verbose == 1		     ? PYFS_LOG_INFO
+							     : PYFS_LOG_WARN;
+	return -1;
+}
+
+/* ---- the steps ---- */
+
+/* What one leader holds between the steps. */
+struct mount_state {
+	struct pull_world world;
+	char mountpoint[PATH_MAX];
+	char ready_file[PATH_MAX];
+	struct fuse_session *se;
+	struct ops_fs fs;
+	struct pyfs_image_parts parts;
+	struct pyfs_image *image;
+	struct pull_stats stats;
+	double verify_seconds;
+};
+
+static double mount_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/*
+ * The agreement after a step, on all ranks: true when the step failed
+ * somewhere. Rank 0 prints the error once, under the prefix of the rank
+ * where it happened.
+ */
+static bool mount_failed(struct mount_state *state, int rc, struct pyfs_err *err)
+{
+	int failed = state->world.rank;
+	char prefix[64];
+
+	rc = pull_agree(MPI_COMM_WORLD, state->world.rank, rc, err, &failed);
+	if (rc == 0)
+		return false;
+	if (state->world.rank == 0) {
+		if (state->world.size > 1) {
+			snprintf(prefix, sizeof(prefix), MOUNT_PROGRAM "[rank %d]", failed);
+			pyfs_log_set_prefix(prefix);
+		}
+		pyfs_error("%s", err->msg);
+	}
+	return true;
+}
+
+/* Check that the directory of a ready file can take it. */
+static int mount_check_ready_dir(const char *path, struct pyfs_err *err)
+{
+	char copy[PATH_MAX];
+	const char *dir;
+
+	snprintf(copy, sizeof(copy), "%s", path);
+	dir = dirname(copy);
+	if (access(dir, W_OK) < 0) {
+		int rc = -errno;
+
+		pyfs_err_set(err, "cannot write ready file '%s': %s", path, strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
+/*
+ * Step 1, leaders: the mountpoint, the ready file and the mount options,
+ * checked before anything is pulled. Creates the FUSE session (not mounted).
+ */
+static int mount_prepare(struct mount_config *config, struct mount_state *state,
+			 struct pyfs_err *err)
+{
+	struct pyfs_err capture = {{0}};
+	int rc;
+
+	rc = mount_expand_path(config->mountpoint, state->world.rank, state->world.node_index,
+			       state->mountpoint, sizeof(state->mountpoint), err);
+	if (rc == 0 && config->ready_file)
+		rc = mount_expand_path(config->ready_file, state->world.rank,
+				       state->world.node_index, state->ready_file,
+				       sizeof(state->ready_file), err);
+	if (rc == 0)
+		rc = mount_check_mountpoint(state->mountpoint, err);
+	if (rc == 0 && config->ready_file)
+		rc = mount_check_ready_dir(state->ready_file, err);
+	if (rc == 0 && config->allow_other)
+		rc = mount_check_allow_other(err);
+	if (rc < 0)
+		return rc;
+	state->fs.uid = getuid();
+	state->fs.gid = getgid();
+	state->fs.options = config->ops;
+	state->fs.conn_opts = config->conn_opts;
+	mount_fuse_log_capture(&capture);
+	state->se =
+	    fuse_session_new(&config->args, &ops_lowlevel, sizeof(ops_lowlevel), &state->fs);
+	mount_fuse_log_capture(NULL);
+	if (!state->se) {
+		pyfs_err_set(err, "invalid mount options%s%s", capture.msg[0] ? ": " : "",
+			     capture.msg);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* FNV-1a of this machine's name: which leaders share a machine. */
+static uint64_t mount_host_hash(void)
+{
+	char host[256] = "";
+	uint64_t hash = UINT64_C(14695981039346656037);
+
+	gethostname(host, sizeof(host) - 1);
+	for (const char *p = host; *p; p++)
+		hash = (hash ^ (uint8_t)*p) * UINT64_C(1099511628211);
+	return hash;
+}
+
+/*
+ * Step 1b, leaders (collectively): no two leaders on one machine may mount
+ * the same directory (e.g. --ranks-as-nodes without %r in MOUNTPOINT).
+ */
+static int mount_check_unique(struct mount_state *state, struct pyfs_err *err)
+{
+	uint64_t mine[4] = {mount_host_hash(), 0, 0, (uint64_t)state->world.rank};
+	uint64_t(*all)[4] = calloc((size_t)state->world.node_count, sizeof(*all));
+	int rc = 0, failed;
+
+	if (!all) {
+		pyfs_err_set(err, "cannot check mountpoints: %s", strerror(ENOMEM));
+		rc = -ENOMEM;
+	}
+	rc = pull_agree(state->world.leaders, state->world.rank, rc, err, &failed);
+	if (rc < 0)
+		goto out_free;
+	(void)mount_path_identity(state->mountpoint, &mine[1]);
+	if (MPI_Allgather(mine, 4, MPI_UINT64_T, all, 4, MPI_UINT64_T, state->world.leaders) !=
+	    MPI_SUCCESS) {
+		pyfs_err_set(err, "cannot compare mountpoints across nodes: MPI_Allgather failed");
+		rc = -EIO;
+	}
+	for (int i = 0; rc == 0 && i < state->world.node_index; i++) {
+		if (memcmp(all[i], mine, 3 * sizeof(uint64_t)) == 0) {
+			pyfs_err_set(err,
+				     "mountpoint '%s' is also the mountpoint of rank %" PRIu64
+				     " on this machine: give each node its own (e.g. with %%r)",
+				     state->mountpoint, all[i][3]);
+			rc = -EBUSY;
+		}
+	}
+out_free:
+	free(all);
+	return rc;
+}
+
+/* Step 4, leaders: validate the pulled parts into an image, verify the payload. */
+static int mount_make_image(const struct mount_config *config, struct mount_state *state,
+			    struct pyfs_err *err)
+{
+	double start = mount_now();
+	int rc = pyfs_image_create(&state->parts, &state->image, err);
+
+	if (rc == 0 && config->verify)
+		rc = pyfs_image_verify_payload(state->image, err);
+	if (rc == 0 && !config->verify)
+		pyfs_debug("payload checksum not verified (--no-verify)");
+	state->verify_seconds = mount_now() - start;
+	state->fs.image = state->image;
+	if (rc < 0) {
+		char msg[sizeof(err->msg)];
+
+		memcpy(msg, err->msg, sizeof(msg));
+		pyfs_err_set(err, "%.400s (archive '%s')", msg, config->archive);
+	}
+	return rc;
+}
+
+/* --verbose, leaders (collectively): rank 0 reports the pull of every node. */
+static void mount_report(const struct mount_config *config, struct mount_state *state)
+{
+	const struct pull_stats *s = &state->stats;
+	struct pull_stats *all;
+	struct pyfs_err err = {{0}};
+	uint64_t total = 0;
+	double pull;
+	int failed;
+
+	if (!config->verbose)
+		return;
+	all = calloc((size_t)state->world.node_count, sizeof(*all));
+	if (pull_agree(state->world.leaders, state->world.rank, all ? 0 : -ENOMEM, &err, &failed) <
+		0 ||
+	    pull_gather_stats(&state->world, s, all, &err) < 0) {
+		pyfs_warn("no report: %s", err.msg);
+		goto out_free;
+	}
+	if (state->world.rank != 0)
+		goto out_free;
+	pull = s->metadata_seconds + s->read_seconds + s->gather_seconds;
+	pyfs_info("archive '%s': %.1f MiB file, %.1f MiB payload, %" PRIu32 " inodes; "
+		  "%d node(s) of %d rank(s)",
+		  config->archive, MIB(s->archive_size), MIB(s->payload_size),
+		  pyfs_image_inode_count(state->image), state->world.node_count, state->world.size);
+	pyfs_info("pull %.3f s (%.0f MiB/s): metadata %.3f s, read %.3f s in %" PRIu32
+		  " round(s) of slices of %.1f MiB (%s), exchange %.3f s; %s %.3f s",
+		  pull, pull > 0 ? MIB(s->payload_size) / pull : 0.0, s->metadata_seconds,
+		  s->read_seconds, s->rounds, MIB(all[0].slice_size),
+		  s->collective ? "HDF5 collective" : "HDF5 NOT collective", s->gather_seconds,
+		  config->verify ? "validate+verify" : "validate", state->verify_seconds);
+	for (int i = 0; i < state->world.node_count; i++) {
+		pyfs_info("node %d (rank %d): read %" PRIu64 " bytes of the archive file for a "
+			  "%" PRIu64 "-byte payload slice",
+			  i, (int)all[i].rank, all[i].file_bytes_read, all[i].slice_size);
+		total += all[i].file_bytes_read;
+	}
+	pyfs_info("all nodes read %" PRIu64 " bytes of the archive file for a %" PRIu64
+		  "-byte payload: %.3fx the payload",
+		  total, s->payload_size,
+		  s->payload_size ? (double)total / (double)s->payload_size : 0.0);
+	pyfs_info("RSS %.1f MiB for a %.1f MiB payload", MIB(mount_rss_bytes()),
+		  MIB(s->payload_size));
+out_free:
+	free(all);
+}
+
+/* Free what a leader still holds (the image, or the parts before it). */
+static void mount_state_free(struct mount_state *state)
+{
+	if (state->se)
+		fuse_session_destroy(state->se);
+	if (state->image)
+		pyfs_image_destroy(state->image);
+	else
+		pyfs_image_parts_free(&state->parts);
+}
+
+/* The whole run, from MPI_Init to the end of serving. Returns an exit status. */
+static int mount_run(struct mount_config *config)
+{
+	struct mount_state state;
+	struct pyfs_err err = {{0}};
+	char prefix[64];
+	int rc = 0, status = MOUNT_EXIT_FAILURE;
+	bool leader = false;
+
+	memset(&state, 0, sizeof(state));
+	if (MPI_Init(NULL, NULL) != MPI_SUCCESS) {
+		pyfs_error("cannot initialize MPI");
+		return MOUNT_EXIT_FAILURE;
+	}
+	H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+	rc = pull_world_init(&state.world, config->ranks_as_nodes, &err);
+	if (rc < 0) {
+		pyfs_error("%s", err.msg);
+		goto out_free;
+	}
+	leader = state.world.leader;
+	if (state.world.size > 1) {
+		snprintf(prefix, sizeof(prefix), MOUNT_PROGRAM "[rank %d]", state.world.rank);
+		pyfs_log_set_prefix(prefix);
+		/* Reports come from rank 0; the others speak up for warnings and debug. */
+		if (state.world.rank != 0 && pyfs_log_threshold == PYFS_LOG_INFO)
+			pyfs_log_threshold = PYFS_LOG_WARN;
+	}
+	state.stats.rank = state.world.rank;
+
+	if (leader)
+		rc = mount_prepare(config, &state, &err);
+	if (mount_failed(&state, rc, &err))
+		goto out_free;
+	if (leader)
+		rc = mount_check_unique(&state, &err);
+	if (mount_failed(&state, rc, &err))
+		goto out_free;
+
+	if (leader)
+		rc = pull_metadata(&state.world, config->archive, &state.parts, &state.stats, &err);
+	if (mount_failed(&state, rc, &err))
+		goto out_free;
+	if (leader)
+		rc = pull_payload(&state.world, config->archive, &state.parts, &state.stats, &err);
+	if (mount_failed(&state, rc, &err))
+		goto out_free;
+	if (leader)
+		rc = mount_make_image(config, &state, &err);
+	if (mount_failed(&state, rc, &err))
+		goto out_free;
+	if (leader)
+		mount_report(config, &state);
+	status = MOUNT_EXIT_OK;
+
+out_free:
+	pull_world_free(&state.world);
+	/* No fork and no fusermount3 before this point. */
+	MPI_Finalize();
+	if (status == MOUNT_EXIT_OK && leader)
+		status = mount_serve(config, state.se, state.mountpoint,
+				     config->ready_file ? state.ready_file : NULL,
+				     config->verbose && state.world.rank == 0);
+	mount_state_free(&state);
+	return status;
+}
+
+int main(int argc, char **argv)
+{
+	struct mount_config config;
+	int status;
+
+	memset(&config, 0, sizeof(config));
+	config.verify = true;
+	ops_options_default(&config.ops);
+	pyfs_log_set_prefix(MOUNT_PROGRAM);
+	mount_fuse_log_init();
+	if (fuse_opt_add_arg(&config.args, argv[0]) < 0) {
+		pyfs_error("%s", strerror(ENOMEM));
+		return MOUNT_EXIT_FAILURE;
+	}
+	status = mount_parse(argc, argv, &config);
+	if (status < 0)
+		status = mount_run(&config);
+	fuse_opt_free_args(&config.args);
+	free(config.conn_opts);
+	return status;
+}

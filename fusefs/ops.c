@@ -1,0 +1,576 @@
+/*
+ * ops.c - FUSE low-level handlers serving a validated pyfs image from RAM.
+ *
+ * Every handler ends in exactly one fuse_reply_*(). Lookups and reads are
+ * bounds-checked O(log n) / O(1) accessors of image.h, so no handler blocks
+ * or allocates more than one readdir buffer. Modifying requests get EROFS
+ * (the mount is also "ro", so the kernel refuses most of them itself).
+ */
+#include "ops.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+
+#include "log.h"
+
+#define OPS_BLOCK_SIZE 4096
+
+#define OPS_COUNT(fs, name) atomic_fetch_add_explicit(&(fs)->counters.name, 1, memory_order_relaxed)
+
+void ops_options_default(struct ops_options *options)
+{
+	options->timeout = OPS_TIMEOUT_FOREVER;
+	options->open_calls = 0;
+	options->no_xattr = 0;
+}
+
+static struct ops_fs *ops_fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+/* The image index of a FUSE inode number, or false when it names no inode. */
+static bool ops_index(const struct ops_fs *fs, fuse_ino_t ino, uint32_t *index)
+{
+	if (ino == 0 || ino - 1 >= pyfs_image_inode_count(fs->image))
+		return false;
+	*index = (uint32_t)(ino - 1);
+	return true;
+}
+
+/* Attributes of index as the kernel sees them (the owner is the mounting user). */
+static int ops_stat(const struct ops_fs *fs, uint32_t index, struct stat *st)
+{
+	int rc = pyfs_image_stat(fs->image, index, st);
+
+	if (rc == 0) {
+		st->st_uid = fs->uid;
+		st->st_gid = fs->gid;
+	}
+	return rc;
+}
+
+static void ops_fill_entry(const struct ops_fs *fs, uint32_t index, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->ino = (fuse_ino_t)index + 1;
+	e->generation = 1;
+	e->attr_timeout = fs->options.timeout;
+	e->entry_timeout = fs->options.timeout;
+	(void)ops_stat(fs, index, &e->attr);
+}
+
+static void ops_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct ops_fs *fs = userdata;
+	unsigned int wanted = FUSE_CAP_ASYNC_READ | FUSE_CAP_PARALLEL_DIROPS |
+			      FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_READDIRPLUS;
+
+	conn->want |= wanted & conn->capable;
+	/* Nothing ever changes: no cache invalidation on attribute refresh. */
+	conn->want &= ~(unsigned int)FUSE_CAP_AUTO_INVAL_DATA;
+	/* Always readdirplus: a listing brings every entry's attributes along. */
+	conn->want &= ~(unsigned int)FUSE_CAP_READDIRPLUS_AUTO;
+	/*
+	 * Replies point into the payload and go out with one writev(); splicing
+	 * them would copy them into a pipe first (-o splice_write turns it on).
+	 */
+	conn->want &= ~(unsigned int)FUSE_CAP_SPLICE_WRITE;
+	if (!fs->options.open_calls) {
+		fs->no_open = conn->capable & FUSE_CAP_NO_OPEN_SUPPORT;
+		fs->no_opendir = conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT;
+	}
+	/*
+	 * Read size: libfuse offers max_pages from its max_write (1 MiB, 256
+	 * pages); the kernel's readahead window (128 KiB) sets the usual size.
+	 * libfuse's -o max_readahead=, [no_]splice_write, readdirplus=... have
+	 * the last word.
+	 */
+	if (fs->conn_opts)
+		fuse_apply_conn_info_opts(fs->conn_opts, conn);
+	fs->conn_want = conn->want;
+	fs->conn_max_readahead = conn->max_readahead;
+	pyfs_debug("fuse init: protocol %u.%u, capable 0x%x, want 0x%x, max_readahead %u, "
+		   "max_write %u, no_open %d, no_opendir %d",
+		   conn->proto_major, conn->proto_minor, conn->capable, conn->want,
+		   conn->max_readahead, conn->max_write, fs->no_open, fs->no_opendir);
+}
+
+static void ops_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct ops_fs *fs = ops_fs_of(req);
+	struct fuse_entry_param e;
+	uint32_t dir, found;
+	int rc;
+
+	OPS_COUNT(fs, lookups);
+	if (!ops_index(fs, parent, &dir)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	rc = pyfs_image_lookup(fs->image, dir, name, strlen(name), &found);
+	if (rc == -ENOENT) {
+		/* Inode 0 with a timeout: the kernel caches the miss. */
+		OPS_COUNT(fs, misses);
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = fs->options.timeout;
+		fuse_reply_entry(req, &e);
+	} else if (rc < 0) {
+		fuse_reply_err(req, -rc);
+	} else {
+		ops_fill_entry(fs, found, &e);
+		fuse_reply_entry(req, &e);
+	}
+}
+
+/* The image never drops an inode: the kernel's reference counts need no bookkeeping. */
+static void ops_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	(void)ino;
+	(void)nlookup;
+	fuse_reply_none(req);
+}
+
+static void ops_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	(void)count;
+	(void)forgets;
+	fuse_reply_none(req);
+}
+
+static void ops_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct ops_fs *fs = ops_fs_of(req);
+	struct stat st;
+	uint32_t index;
+
+	(void)fi;
+	OPS_COUNT(fs, getattrs);
+	if (!ops_index(fs, ino, &index) || ops_stat(fs, index, &st) < 0) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	fuse_reply_attr(req, &st, fs->options.timeout);
+}
+
+static void ops_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct ops_fs *fs = ops_fs_of(req);
+	char target[PYFS_SYMLINK_MAX + 1];
+	const char *data;
+	size_t len;
+	uint32_t index;
+
+	OPS_COUNT(fs, readlinks);
+	if (!ops_index(fs, ino, &index)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if (pyfs_image_readlink(fs->image, index, &data, &len) < 0 || len >= sizeof(target)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	memcpy(target, data, len);
+	target[len] = '\0';
+	fuse_reply_readlink(req, target);
+}
+
+static void ops_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct ops_fs *fs = ops_fs_of(req);
+	uint32_t index;
+
+	OPS_COUNT(fs, opens);
+	if (!ops_index(fs, ino, &index)) {
+		fuse_reply_err(req, ENOENT);
+	} else if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+		fuse_reply_err(req, EROFS);
+	} else if (fs->no_open) {
+		/* The kernel stops sending opens and keeps file pages cached. */
+		fuse_reply_err(req, ENOSYS);
+	} else {
+		fi->keep_cache = 1;
+		fi->noflush = 1;
+		fuse_reply_open(req, fi);
+	}
+}
+
+static void ops_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct ops_fs *fs = ops_fs_of(req);
+	uint32_t index;
+
+	OPS_COUNT(fs, opendirs);
+	if (!ops_index(fs, ino, &index)) {
+		fuse_reply_err(req, ENOENT);
+	} else if (fs->no_opendir) {
+		/* The kernel stops sending opendirs and caches listings. */
+		fuse_reply_err(req, ENOSYS);
+	} else {
+		fi->keep_cache = 1;
+		fi->cache_readdir = 1;
+		fuse_reply_open(req, fi);
+	}
+}
+
+static void ops_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	fuse_reply_err(req, 0);
+}
+
+/*
+ * One directory listing: position 0 is ".", 1 is "..", 2 + k is entry k;
+ * each entry records the position of the next. With plus, every entry
+ * carries its attributes so `ls -l` needs no lookups.
+ */
+static void ops_readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
+{
+	struct ops_fs *fs = ops_fs_of(req);
+	char name[PYFS_NAME_MAX + 1];
+	struct fuse_entry_param e;
+	uint64_t count, pos;
+	uint32_t dir, child;
+	size_t used = 0;
+	char *buf;
+
+	OPS_COUNT(fs, readdirs);
+	if (!ops_index(fs, ino, &dir)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if (!S_ISDIR(pyfs_image_inode(fs->image, dir)->mode)) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	count = pyfs_image_entry_count(fs->image, dir);
+	for (pos = off < 0 ? 0 : (uint64_t)off; pos < count + 2; pos++) {
+		size_t len, need;
+
+		if (pos < 2) {
+			child = pos == 0 ? dir : pyfs_image_inode(fs->image, dir)->parent;
+			len = pos + 1;
+			memcpy(name, "..", len);
+		} else {
+			const char *entry;
+
+			if (pyfs_image_entry(fs->image, dir, pos - 2, &entry, &len, &child) < 0)
+				break;
+			memcpy(name, entry, len);
+		}
+		name[len] = '\0';
+		ops_fill_entry(fs, child, &e);
+		if (plus) {
+			/* The kernel does not take references on "." and "..". */
+			if (pos < 2)
+				e.ino = 0;
+			need = fuse_add_direntry_plus(req, buf + used, size - used, name, &e,
+						      (off_t)pos + 1);
+		} else {
+			need = fuse_add_direntry(req, buf + used, size - used, name, &e.attr,
+						 (off_t)pos + 1);
+		}
+		if (need > size - used)
+			break;
+		used += need;
+	}
+	fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
+static void ops_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			struct fuse_file_info *fi)
+{
+	(void)fi;
+	ops_readdir_common(req, ino, size, off, false);
+}
+
+static void ops_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			    struct fuse_file_info *fi)
+{
+	(void)fi;
+	ops_readdir_common(req, ino, size, off, true);
+}
+
+static void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	struct ops_fs *fs = ops_fs_of(req);
+	struct fuse_bufvec bufv = FUSE_BUFVEC_INIT(0);
+	const uint8_t *data;
+	uint32_t index;
+	size_t len;
+	int rc;
+
+	(void)fi;
+	OPS_COUNT(fs, reads);
+	if (!ops_index(fs, ino, &index) || off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	rc = pyfs_image_read(fs->image, index, (uint64_t)off, size, &data, &len);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	atomic_fetch_add_explicit(&fs->counters.bytes_read, len, memory_order_relaxed);
+	/* The reply points straight into the payload: no copy in user space. */
+	bufv.buf[0].size = len;
+	bufv.buf[0].mem = (void *)data;
+	fuse_reply_data(req, &bufv, 0);
+}
+
+static void ops_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct ops_fs *fs = ops_fs_of(req);
+	struct pyfs_image_totals totals;
+	struct statvfs st;
+
+	(void)ino;
+	OPS_COUNT(fs, statfs);
+	pyfs_image_get_totals(fs->image, &totals);
+	memset(&st, 0, sizeof(st));
+	st.f_bsize = OPS_BLOCK_SIZE;
+	st.f_frsize = OPS_BLOCK_SIZE;
+	st.f_blocks = (totals.payload_bytes + OPS_BLOCK_SIZE - 1) / OPS_BLOCK_SIZE;
+	st.f_files = totals.inodes;
+	st.f_namemax = PYFS_NAME_MAX;
+	fuse_reply_statfs(req, &st);
+}
+
+size_t ops_format_stats(struct ops_fs *fs, char *buf, size_t size)
+{
+	const struct {
+		const char *name;
+		atomic_uint_fast64_t *value;
+	} rows[] = {
+	    {"lookups", &fs->counters.lookups},	      {"misses", &fs->counters.misses},
+	    {"getattrs", &fs->counters.getattrs},     {"readlinks", &fs->counters.readlinks},
+	    {"opens", &fs->counters.opens},	      {"opendirs", &fs->counters.opendirs},
+	    {"readdirs", &fs->counters.readdirs},     {"reads", &fs->counters.reads},
+	    {"bytes_read", &fs->counters.bytes_read}, {"statfs", &fs->counters.statfs},
+	    {"xattrs", &fs->counters.xattrs},	      {"access", &fs->counters.access},
+	    {"refused", &fs->counters.refused},
+	};
+	size_t used = 0;
+
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]) && used < size; i++) {
+		uint64_t v = atomic_load_explicit(rows[i].value, memory_order_relaxed);
+		int n = snprintf(buf + used, size - used, "%s %" PRIu64 "\n", rows[i].name, v);
+
+		if (n < 0)
+			break;
+		used += (size_t)n < size - used ? (size_t)n : size - used - 1;
+	}
+	if (used < size) {
+		int n =
+		    snprintf(buf + used, size - used,
+			     "no_open %d\nno_opendir %d\nconn_want 0x%x\nmax_readahead %u\n",
+			     fs->no_open, fs->no_opendir, fs->conn_want, fs->conn_max_readahead);
+
+		if (n > 0)
+			used += (size_t)n < size - used ? (size_t)n : size - used - 1;
+	}
+	return used;
+}
+
+/* Reply value (len bytes) to a getxattr/listxattr of the given size. */
+static void ops_reply_xattr_value(fuse_req_t req, const char *value, size_t len, size_t size)
+{
+	if (size == 0)
+		fuse_reply_xattr(req, len);
+	else if (size < len)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, value, len);
+}
+
+static void ops_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct ops_fs *fs = ops_fs_of(req);
+	char stats[1024];
+
+	OPS_COUNT(fs, xattrs);
+	if (fs->options.no_xattr) {
+		/* The kernel then answers every getxattr itself, without a round trip. */
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
+	if (ino != FUSE_ROOT_ID || strcmp(name, OPS_STATS_XATTR) != 0) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	ops_reply_xattr_value(req, stats, ops_format_stats(fs, stats, sizeof(stats)), size);
+}
+
+static void ops_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct ops_fs *fs = ops_fs_of(req);
+	static const char names[] = OPS_STATS_XATTR; /* with its NUL: the list format */
+
+	OPS_COUNT(fs, xattrs);
+	if (fs->options.no_xattr)
+		fuse_reply_err(req, ENOSYS);
+	else if (ino != FUSE_ROOT_ID)
+		ops_reply_xattr_value(req, "", 0, size);
+	else
+		ops_reply_xattr_value(req, names, sizeof(names), size);
+}
+
+static void ops_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	struct ops_fs *fs = ops_fs_of(req);
+	uint32_t index;
+
+	OPS_COUNT(fs, access);
+	if (!ops_index(fs, ino, &index))
+		fuse_reply_err(req, ENOENT);
+	else
+		fuse_reply_err(req, (mask & W_OK) ? EROFS : 0);
+}
+
+/* ---- every modifying request: EROFS ---- */
+
+static void ops_refuse(fuse_req_t req)
+{
+	OPS_COUNT(ops_fs_of(req), refused);
+	fuse_reply_err(req, EROFS);
+}
+
+static void ops_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+			struct fuse_file_info *fi)
+{
+	(void)ino, (void)attr, (void)to_set, (void)fi;
+	ops_refuse(req);
+}
+
+static void ops_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	(void)parent, (void)name, (void)mode, (void)rdev;
+	ops_refuse(req);
+}
+
+static void ops_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	(void)parent, (void)name, (void)mode;
+	ops_refuse(req);
+}
+
+static void ops_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	(void)parent, (void)name;
+	ops_refuse(req);
+}
+
+static void ops_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	(void)link, (void)parent, (void)name;
+	ops_refuse(req);
+}
+
+static void ops_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		       const char *newname, unsigned int flags)
+{
+	(void)parent, (void)name, (void)newparent, (void)newname, (void)flags;
+	ops_refuse(req);
+}
+
+static void ops_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	(void)ino, (void)newparent, (void)newname;
+	ops_refuse(req);
+}
+
+static void ops_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		      struct fuse_file_info *fi)
+{
+	(void)ino, (void)buf, (void)size, (void)off, (void)fi;
+	ops_refuse(req);
+}
+
+static void ops_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		       struct fuse_file_info *fi)
+{
+	(void)parent, (void)name, (void)mode, (void)fi;
+	ops_refuse(req);
+}
+
+static void ops_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			 size_t size, int flags)
+{
+	(void)ino, (void)name, (void)value, (void)size, (void)flags;
+	ops_refuse(req);
+}
+
+static void ops_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	(void)ino, (void)name;
+	ops_refuse(req);
+}
+
+static void ops_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+			  struct fuse_file_info *fi)
+{
+	(void)ino, (void)mode, (void)offset, (void)length, (void)fi;
+	ops_refuse(req);
+}
+
+static void ops_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+				struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
+				struct fuse_file_info *fi_out, size_t len, int flags)
+{
+	(void)ino_in, (void)off_in, (void)fi_in, (void)ino_out, (void)off_out, (void)fi_out;
+	(void)len, (void)flags;
+	ops_refuse(req);
+}
+
+/*
+ * Not set, on purpose: flush, fsync and fsyncdir (libfuse answers ENOSYS
+ * and the kernel stops sending them), locks (the kernel keeps them locally),
+ * lseek (the kernel's generic SEEK_DATA/SEEK_HOLE is right for us).
+ */
+const struct fuse_lowlevel_ops ops_lowlevel = {
+    .init = ops_init,
+    .lookup = ops_lookup,
+    .forget = ops_forget,
+    .forget_multi = ops_forget_multi,
+    .getattr = ops_getattr,
+    .readlink = ops_readlink,
+    .open = ops_open,
+    .read = ops_read,
+    .release = ops_release,
+    .opendir = ops_opendir,
+    .readdir = ops_readdir,
+    .readdirplus = ops_readdirplus,
+    .releasedir = ops_release,
+    .statfs = ops_statfs,
+    .getxattr = ops_getxattr,
+    .listxattr = ops_listxattr,
+    .access = ops_access,
+    .setattr = ops_setattr,
+    .mknod = ops_mknod,
+    .mkdir = ops_mkdir,
+    .unlink = ops_unlink,
+    .rmdir = ops_unlink,
+    .symlink = ops_symlink,
+    .rename = ops_rename,
+    .link = ops_link,
+    .write = ops_write,
+    .create = ops_create,
+    .setxattr = ops_setxattr,
+    .removexattr = ops_removexattr,
+    .fallocate = ops_fallocate,
+    .copy_file_range = ops_copy_file_range,
+};

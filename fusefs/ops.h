@@ -1,0 +1,75 @@
+/*
+ * ops.h - the read-only FUSE low-level file system over a validated pyfs image.
+ *
+ * FUSE inode numbers are image indexes + 1 (the root, index 0, is FUSE_ROOT_ID).
+ * The image never changes while it is mounted, so every answer is cached by the
+ * kernel for as long as the mount lives: entries, attributes and misses (a miss
+ * is an entry with inode 0), symlink targets, directory listings and file pages.
+ * Every request is counted; the counters are readable on the live mount as the
+ * extended attribute OPS_STATS_XATTR of the mount root.
+ */
+#ifndef OPS_H
+#define OPS_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <fuse_lowlevel.h>
+
+#include "image.h"
+
+/* getfattr -n user.pyfs.stats MOUNTPOINT: "name value" lines, one per counter. */
+#define OPS_STATS_XATTR "user.pyfs.stats"
+
+/* Kernel cache lifetime of entries, attributes and misses: the life of the mount. */
+#define OPS_TIMEOUT_FOREVER 1e9
+
+/* Choices exposed as -o options (see mount_opts in main.c), mostly to measure them. */
+struct ops_options {
+	double timeout; /* entry, attribute and miss timeout in seconds */
+	int open_calls; /* answer open/opendir even when the kernel can skip them */
+	int no_xattr;	/* answer no xattr request (the kernel stops sending them) */
+};
+
+/* One counter per kind of request; relaxed atomics, never a lock. */
+struct ops_counters {
+	atomic_uint_fast64_t lookups;
+	atomic_uint_fast64_t misses; /* lookups of names that do not exist */
+	atomic_uint_fast64_t getattrs;
+	atomic_uint_fast64_t readlinks;
+	atomic_uint_fast64_t opens;
+	atomic_uint_fast64_t opendirs;
+	atomic_uint_fast64_t readdirs;
+	atomic_uint_fast64_t reads;
+	atomic_uint_fast64_t bytes_read;
+	atomic_uint_fast64_t statfs;
+	atomic_uint_fast64_t xattrs; /* getxattr and listxattr */
+	atomic_uint_fast64_t access;
+	atomic_uint_fast64_t refused; /* modifying requests answered EROFS */
+};
+
+struct ops_fs {
+	struct pyfs_image *image;
+	uid_t uid; /* owner of every inode: the user who mounted */
+	gid_t gid;
+	struct ops_options options;
+	struct fuse_conn_info_opts *conn_opts; /* libfuse's -o max_readahead=, ... */
+	bool no_open;			       /* set in init when the kernel supports it */
+	bool no_opendir;
+	unsigned int conn_want; /* capabilities agreed in init, for stats */
+	unsigned int conn_max_readahead;
+	struct ops_counters counters;
+};
+
+/* Defaults of the -o options. */
+void ops_options_default(struct ops_options *options);
+
+/* The handlers; userdata of the session is a struct ops_fs. */
+extern const struct fuse_lowlevel_ops ops_lowlevel;
+
+/* Write the counters as "name value\n" lines into buf; returns the length (may truncate). */
+size_t ops_format_stats(struct ops_fs *fs, char *buf, size_t size);
+
+#endif /* OPS_H */

@@ -1,0 +1,292 @@
+/*
+ * serve.c - the life of a mounted image: mount, report ready, serve with a
+ * multithreaded FUSE loop until unmounted or signalled, unmount.
+ *
+ * In the default mode the process forks after MPI is finalized: the parent
+ * waits on a pipe until the child has mounted (so the command returns only
+ * when the mount is usable) and exits; the child, in its own session, closes
+ * its standard streams, logs to syslog and serves. The image memory is
+ * inherited by the child (anonymous mappings, MADV_DOFORK), never copied.
+ */
+#include "mount.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <fuse_log.h>
+
+/* While capturing: where the first error goes, and its text so far (libfuse writes in pieces). */
+static struct pyfs_err *log_capture;
+static char log_captured[sizeof(((struct pyfs_err *)0)->msg)];
+
+/* Drop a "fuse: " prefix and the trailing newline from a libfuse message, in place. */
+static const char *mount_fuse_text(char *line)
+{
+	size_t len = strlen(line);
+
+	while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+		line[--len] = '\0';
+	return strncmp(line, "fuse: ", 6) == 0 ? line + 6 : line;
+}
+
+__attribute__((format(printf, 2, 0))) static void mount_fuse_log(enum fuse_log_level level,
+								 const char *fmt, va_list ap)
+{
+	char line[1024];
+	const char *text;
+
+	vsnprintf(line, sizeof(line), fmt, ap);
+	if (log_capture && level <= FUSE_LOG_ERR) {
+		size_t used = strlen(log_captured);
+
+		/* Keep the first message, which may come in several calls up to its newline. */
+		if (!strchr(log_captured, '\n')) {
+			size_t n = strlen(line);
+
+			if (n > sizeof(log_captured) - 1 - used)
+				n = sizeof(log_captured) - 1 - used;
+			memcpy(log_captured + used, line, n);
+			log_captured[used + n] = '\0';
+		}
+		return;
+	}
+	text = mount_fuse_text(line);
+	if (level <= FUSE_LOG_ERR)
+		pyfs_error("%s", text);
+	else if (level == FUSE_LOG_WARNING)
+		pyfs_warn("%s", text);
+	else if (level <= FUSE_LOG_INFO)
+		pyfs_info("%s", text);
+	else
+		pyfs_debug("%s", text);
+}
+
+void mount_fuse_log_init(void)
+{
+	fuse_set_log_func(mount_fuse_log);
+}
+
+void mount_fuse_log_capture(struct pyfs_err *capture)
+{
+	if (log_capture) {
+		char *newline = strchr(log_captured, '\n');
+
+		if (newline)
+			*newline = '\0';
+		pyfs_err_set(log_capture, "%s", mount_fuse_text(log_captured));
+	}
+	log_captured[0] = '\0';
+	log_capture = capture;
+}
+
+uint64_t mount_rss_bytes(void)
+{
+	char line[256];
+	uint64_t kib = 0;
+	FILE *f = fopen("/proc/self/status", "re");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %" SCNu64 " kB", &kib) == 1)
+			break;
+	fclose(f);
+	return kib * 1024;
+}
+
+static double serve_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Write our PID to path through a temporary name, so readers see all or nothing. */
+static int serve_write_ready_file(const char *path)
+{
+	char tmp[PATH_MAX];
+	int fd, rc = 0;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid()) >= (int)sizeof(tmp)) {
+		pyfs_error("cannot write ready file '%s': %s", path, strerror(ENAMETOOLONG));
+		return -ENAMETOOLONG;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0 || dprintf(fd, "%d\n", (int)getpid()) < 0)
+		rc = -errno;
+	if (fd >= 0 && close(fd) < 0 && rc == 0)
+		rc = -errno;
+	if (rc == 0 && rename(tmp, path) < 0)
+		rc = -errno;
+	if (rc < 0) {
+		pyfs_error("cannot write ready file '%s': %s", path, strerror(-rc));
+		unlink(tmp);
+	}
+	return rc;
+}
+
+/* Mount se on mountpoint and install the signal handlers that end the loop. */
+static int serve_mount(struct fuse_session *se, const char *mountpoint)
+{
+	struct pyfs_err err = {{0}};
+	int rc;
+
+	mount_fuse_log_capture(&err);
+	rc = fuse_session_mount(se, mountpoint);
+	mount_fuse_log_capture(NULL);
+	if (rc != 0) {
+		pyfs_error("cannot mount on '%s'%s%s", mountpoint, err.msg[0] ? ": " : "", err.msg);
+		return -EIO;
+	}
+	if (fuse_set_signal_handlers(se) != 0) {
+		pyfs_error("cannot install signal handlers");
+		fuse_session_unmount(se);
+		return -EIO;
+	}
+	return 0;
+}
+
+/* Serve until unmounted or signalled, then unmount. Returns an exit status. */
+static int serve_loop(const struct mount_config *config, struct fuse_session *se,
+		      const char *ready_file)
+{
+	struct fuse_loop_config *loop = fuse_loop_cfg_create();
+	int rc;
+
+	if (!loop) {
+		pyfs_error("cannot start serving: %s", strerror(ENOMEM));
+		rc = -ENOMEM;
+	} else {
+		fuse_loop_cfg_set_clone_fd(loop, (unsigned int)config->clone_fd);
+		if (config->max_threads)
+			fuse_loop_cfg_set_max_threads(loop, config->max_threads);
+		/* 0 when unmounted, the signal number when signalled, or -errno. */
+		rc = fuse_session_loop_mt(se, loop);
+		fuse_loop_cfg_destroy(loop);
+		if (rc < 0)
+			pyfs_error("serving failed: %s", strerror(-rc));
+	}
+	fuse_remove_signal_handlers(se);
+	fuse_session_unmount(se);
+	if (ready_file)
+		unlink(ready_file);
+	return rc < 0 ? MOUNT_EXIT_FAILURE : MOUNT_EXIT_OK;
+}
+
+static int serve_foreground(const struct mount_config *config, struct fuse_session *se,
+			    const char *mountpoint, const char *ready_file, bool report)
+{
+	double start = serve_now();
+
+	if (serve_mount(se, mountpoint) < 0)
+		return MOUNT_EXIT_FAILURE;
+	if (ready_file && serve_write_ready_file(ready_file) < 0) {
+		fuse_remove_signal_handlers(se);
+		fuse_session_unmount(se);
+		return MOUNT_EXIT_FAILURE;
+	}
+	if (report)
+		pyfs_info("mounted '%s' in %.3f s; serving in the foreground (pid %d)", mountpoint,
+			  serve_now() - start, (int)getpid());
+	return serve_loop(config, se, ready_file);
+}
+
+/* The child of the default mode: mount, report to the parent through ready_fd, serve. */
+static int serve_child(const struct mount_config *config, struct fuse_session *se,
+		       const char *mountpoint, const char *ready_file, bool report, int ready_fd)
+{
+	double start = serve_now();
+	int null_fd;
+
+	setsid();
+	if (serve_mount(se, mountpoint) < 0) {
+		(void)!write(ready_fd, "E", 1);
+		return MOUNT_EXIT_FAILURE;
+	}
+	/* The daemon outlives the terminal and the launcher: a hangup is no reason to stop. */
+	signal(SIGHUP, SIG_IGN);
+	if (ready_file && serve_write_ready_file(ready_file) < 0) {
+		fuse_remove_signal_handlers(se);
+		fuse_session_unmount(se);
+		(void)!write(ready_fd, "E", 1);
+		return MOUNT_EXIT_FAILURE;
+	}
+	if (report)
+		pyfs_info("mounted '%s' in %.3f s; serving in the background (pid %d)", mountpoint,
+			  serve_now() - start, (int)getpid());
+	/*
+	 * Let go of the launcher's streams before saying ready, so that whoever
+	 * reads our output sees its end when the parent exits.
+	 */
+	pyfs_log_use_syslog();
+	if (chdir("/") < 0)
+		pyfs_warn("cannot change to '/': %s", strerror(errno));
+	null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null_fd >= 0) {
+		dup2(null_fd, STDIN_FILENO);
+		dup2(null_fd, STDOUT_FILENO);
+		dup2(null_fd, STDERR_FILENO);
+		if (null_fd > STDERR_FILENO)
+			close(null_fd);
+	}
+	(void)!write(ready_fd, "R", 1);
+	close(ready_fd);
+	return serve_loop(config, se, ready_file);
+}
+
+static int serve_background(const struct mount_config *config, struct fuse_session *se,
+			    const char *mountpoint, const char *ready_file, bool report)
+{
+	int fds[2], wstatus;
+	char status = 0;
+	ssize_t n;
+	pid_t pid;
+
+	if (pipe2(fds, O_CLOEXEC) < 0) {
+		pyfs_error("cannot create a pipe: %s", strerror(errno));
+		return MOUNT_EXIT_FAILURE;
+	}
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	if (pid < 0) {
+		pyfs_error("cannot fork the daemon: %s", strerror(errno));
+		close(fds[0]);
+		close(fds[1]);
+		return MOUNT_EXIT_FAILURE;
+	}
+	if (pid == 0) {
+		close(fds[0]);
+		return serve_child(config, se, mountpoint, ready_file, report, fds[1]);
+	}
+	close(fds[1]);
+	do
+		n = read(fds[0], &status, 1);
+	while (n < 0 && errno == EINTR);
+	close(fds[0]);
+	if (n == 1 && status == 'R')
+		return MOUNT_EXIT_OK;
+	/* The child said why (status 'E') or died without a word. */
+	while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR)
+		;
+	if (n != 1)
+		pyfs_error("the daemon for '%s' exited before the mount was ready", mountpoint);
+	return MOUNT_EXIT_FAILURE;
+}
+
+int mount_serve(const struct mount_config *config, struct fuse_session *se, const char *mountpoint,
+		const char *ready_file, bool report)
+{
+	if (config->foreground)
+		return serve_foreground(config, se, mountpoint, ready_file, report);
+	return serve_background(config, se, mountpoint, ready_file, report);
+}

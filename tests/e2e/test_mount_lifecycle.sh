@@ -1,0 +1,65 @@
+#!/bin/bash
+# The life of a daemon: -f with --ready-file serves in the foreground and exits 0
+# on SIGTERM (unmounting) or on fusermount3 -u; SIGKILL leaves a dead mount that
+# is refused as a mountpoint and that fusermount3 -u clears; in the default mode
+# under mpirun the command returns once both mounts are ready, the daemons
+# outlive mpirun, and fusermount3 -u ends them.
+. "$(dirname "$0")/lib.sh"
+need_fuse
+command -v mpirun >/dev/null || skip "mpirun is missing (apt-get install openmpi-bin)"
+
+mkdir -p "$WORK/src/d" "$WORK/mnt" "$WORK/m0" "$WORK/m1"
+echo hi >"$WORK/src/d/f"
+"$PYFS_PACK" -q -p "$PY" "$WORK/a.h5" "$WORK/src" || fail "pyfs-pack failed"
+at_exit unmount_all "$WORK/mnt" "$WORK/m0" "$WORK/m1"
+mnt=$WORK/mnt
+
+# start_foreground: pyfs-mount -f in the background of this shell; sets $fg_pid.
+start_foreground() {
+	rm -f "$WORK/ready"
+	"$PYFS_MOUNT" -f --ready-file="$WORK/ready" "$WORK/a.h5" "$mnt" 2>"$WORK/fg.err" &
+	fg_pid=$!
+	wait_until 20 test -s "$WORK/ready" || fail "no ready file from -f: $(cat "$WORK/fg.err")"
+	[ "$(cat "$WORK/ready")" = "$fg_pid" ] || fail "ready file holds $(cat "$WORK/ready"), the daemon is $fg_pid"
+	[ "$(cat "$mnt/d/f")" = hi ] || fail "-f mount not serving"
+}
+
+# SIGTERM: clean unmount, exit 0, ready file removed.
+start_foreground
+kill -TERM "$fg_pid"
+rc=0
+wait "$fg_pid" || rc=$?
+[ "$rc" -eq 0 ] || fail "-f daemon exited $rc after SIGTERM: $(cat "$WORK/fg.err")"
+is_mounted "$mnt" && fail "still mounted after SIGTERM"
+[ -e "$WORK/ready" ] && fail "ready file left after SIGTERM"
+
+# fusermount3 -u: exit 0.
+start_foreground
+fusermount3 -u "$mnt" || fail "fusermount3 -u failed"
+rc=0
+wait "$fg_pid" || rc=$?
+[ "$rc" -eq 0 ] || fail "-f daemon exited $rc after fusermount3 -u"
+
+# SIGKILL: a dead mount, refused as a mountpoint, cleared by fusermount3 -u.
+start_foreground
+kill -KILL "$fg_pid"
+wait "$fg_pid" 2>/dev/null || true
+is_mounted "$mnt" || fail "no mount left after SIGKILL (expected a dead one)"
+stat -f "$mnt" >/dev/null 2>&1 && fail "dead mount still answers statfs"
+expect_fail "mount on a dead mount" "$PYFS_MOUNT" "$WORK/a.h5" "$mnt"
+expect_message "is a dead mount"
+fusermount3 -u "$mnt" || fail "fusermount3 -u of the dead mount failed"
+is_mounted "$mnt" && fail "dead mount not cleared by fusermount3 -u"
+
+# Default mode under mpirun: ready on return, daemons outlive mpirun.
+mpirun -np 2 "$PYFS_MOUNT" --ranks-as-nodes --ready-file="$WORK/ready%r" "$WORK/a.h5" "$WORK/m%r" \
+	2>"$WORK/err" || fail "mpirun pyfs-mount failed: $(cat "$WORK/err")"
+for r in 0 1; do
+	[ "$(cat "$WORK/m$r/d/f")" = hi ] || fail "m$r not serving right after mpirun returned"
+	pid=$(cat "$WORK/ready$r")
+	pid_alive "$pid" || fail "daemon of m$r (pid $pid) did not outlive mpirun"
+	[ "$(ps -o sid= -p "$pid" | tr -d ' ')" = "$pid" ] || fail "daemon $pid is not a session leader"
+	fusermount3 -u "$WORK/m$r" || fail "fusermount3 -u m$r failed"
+	wait_until 5 eval '! pid_alive '"$pid" || fail "daemon $pid still running 5 s after unmount"
+done
+exit 0
