@@ -1,0 +1,222 @@
+/*
+ * main.c - the command line of pyfs-pack: parse options, pick the command
+ * (pack, --list, --verify, --extract), exit with its status.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "pack.h"
+
+#ifndef PYFS_VERSION
+#define PYFS_VERSION "unknown"
+#endif
+
+enum command { CMD_PACK, CMD_LIST, CMD_VERIFY, CMD_EXTRACT };
+
+enum long_only { OPT_NO_COMPILE = 256, OPT_LIST, OPT_VERIFY, OPT_EXTRACT };
+
+static const struct option long_options[] = {
+    {"python", required_argument, NULL, 'p'},
+    {"exclude", required_argument, NULL, 'x'},
+    {"no-compile", no_argument, NULL, OPT_NO_COMPILE},
+    {"force", no_argument, NULL, 'f'},
+    {"list", no_argument, NULL, OPT_LIST},
+    {"verify", no_argument, NULL, OPT_VERIFY},
+    {"extract", no_argument, NULL, OPT_EXTRACT},
+    {"quiet", no_argument, NULL, 'q'},
+    {"verbose", no_argument, NULL, 'v'},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {NULL, 0, NULL, 0},
+};
+
+static void print_help(void)
+{
+	fputs(
+	    "Usage: pyfs-pack [OPTIONS] ARCHIVE [SOURCE...]   pack SOURCEs into ARCHIVE\n"
+	    "       pyfs-pack --list ARCHIVE                  print the tree (like tar tv)\n"
+	    "       pyfs-pack --verify ARCHIVE                check structure and every checksum\n"
+	    "       pyfs-pack --extract ARCHIVE DIR           write the tree into DIR\n"
+	    "\n"
+	    "Packs a Python environment into one pyfs archive (an HDF5 file) for pyfs-mount.\n"
+	    "Several SOURCE directories merge at the archive root; on a clash the first\n"
+	    "source wins and the clash is reported. Without SOURCE, the site-packages\n"
+	    "directories of the interpreter are packed. Every .py without valid byte-code\n"
+	    "for the interpreter gets a compiled __pycache__/*.pyc in the archive (the\n"
+	    "sources are never written to), so imports from the archive compile nothing.\n"
+	    "\n"
+	    "Options:\n"
+	    "  -p, --python PATH   interpreter whose site-packages are packed when no SOURCE\n"
+	    "                      is given, and which compiles missing byte-code\n"
+	    "                      (default: python3 from PATH)\n"
+	    "  -x, --exclude GLOB  leave out matching paths (repeatable); a GLOB with a '/'\n"
+	    "                      matches the path from the archive root, one without\n"
+	    "                      matches the last name; '*' also matches '/'\n"
+	    "      --no-compile    do not add missing .pyc files\n"
+	    "  -f, --force         overwrite an existing ARCHIVE\n"
+	    "      --list          print every entry: mode, links, size, mtime, path\n"
+	    "                      (unprintable name bytes as \\ooo), '-> target' for symlinks\n"
+	    "      --verify        load ARCHIVE, check its structure and every checksum\n"
+	    "      --extract       write ARCHIVE's tree into DIR, which must be empty or\n"
+	    "                      missing; nothing is written unless ARCHIVE verifies\n"
+	    "  -q, --quiet         print only warnings and errors\n"
+	    "  -v, --verbose       also print sources, timings and details\n"
+	    "  -h, --help          print this help\n"
+	    "  -V, --version       print the version\n"
+	    "\n"
+	    "Packing writes ARCHIVE under a temporary name in its directory and renames it\n"
+	    "at the end: an error or a signal leaves no partial archive. On a terminal a\n"
+	    "progress line is shown; a one-line summary ends every pack.\n"
+	    "\n"
+	    "Exit status:\n"
+	    "  0  success\n"
+	    "  1  failure: bad or corrupt input, or the operation failed (the message says\n"
+	    "     what)\n"
+	    "  2  usage error\n",
+	    stdout);
+}
+
+static void usage_error(const char *msg)
+{
+	fprintf(stderr, "pyfs-pack: %s\nTry 'pyfs-pack --help' for more information.\n", msg);
+}
+
+/* Allow as many descriptors as permitted: the walk holds one per directory level. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct pack_options opts = {0};
+	enum command command = CMD_PACK;
+	int c, status, commands = 0, pack_only = 0;
+	char **excludes;
+
+	pyfs_log_set_prefix("pyfs-pack");
+	argv[0] = (char *)"pyfs-pack"; /* getopt's messages name the tool, not its path */
+	pyfs_log_threshold = PYFS_LOG_INFO;
+	excludes = calloc((size_t)argc, sizeof(*excludes));
+	if (!excludes) {
+		pyfs_error("out of memory");
+		return PACK_EXIT_FAILURE;
+	}
+	opts.excludes = excludes;
+
+	while ((c = getopt_long(argc, argv, "p:x:fqvhV", long_options, NULL)) != -1) {
+		switch (c) {
+		case 'p':
+			opts.python = optarg;
+			pack_only++;
+			break;
+		case 'x':
+			excludes[opts.exclude_count++] = optarg;
+			pack_only++;
+			break;
+		case OPT_NO_COMPILE:
+			opts.no_compile = true;
+			pack_only++;
+			break;
+		case 'f':
+			opts.force = true;
+			pack_only++;
+			break;
+		case OPT_LIST:
+			command = CMD_LIST;
+			commands++;
+			break;
+		case OPT_VERIFY:
+			command = CMD_VERIFY;
+			commands++;
+			break;
+		case OPT_EXTRACT:
+			command = CMD_EXTRACT;
+			commands++;
+			break;
+		case 'q':
+			opts.quiet = true;
+			break;
+		case 'v':
+			opts.verbose = true;
+			break;
+		case 'h':
+			print_help();
+			free(excludes);
+			return PACK_EXIT_OK;
+		case 'V':
+			printf("pyfs-pack %s\n", PYFS_VERSION);
+			free(excludes);
+			return PACK_EXIT_OK;
+		default:
+			free(excludes);
+			fputs("Try 'pyfs-pack --help' for more information.\n", stderr);
+			return PACK_EXIT_USAGE;
+		}
+	}
+
+	status = PACK_EXIT_USAGE;
+	if (commands > 1) {
+		usage_error("--list, --verify and --extract exclude each other");
+		goto out;
+	}
+	if (opts.quiet && opts.verbose) {
+		usage_error("--quiet and --verbose exclude each other");
+		goto out;
+	}
+	if (command != CMD_PACK && pack_only) {
+		usage_error("--python, --exclude, --no-compile and --force are for packing");
+		goto out;
+	}
+	if (opts.quiet)
+		pyfs_log_threshold = PYFS_LOG_WARN;
+	if (opts.verbose)
+		pyfs_log_threshold = PYFS_LOG_DEBUG;
+
+	argc -= optind;
+	argv += optind;
+	switch (command) {
+	case CMD_PACK:
+		if (argc < 1) {
+			usage_error("missing ARCHIVE");
+			break;
+		}
+		opts.archive = argv[0];
+		opts.sources = argv + 1;
+		opts.source_count = argc - 1;
+		raise_fd_limit();
+		pack_signals_install();
+		signal(SIGPIPE, SIG_IGN); /* a dead interpreter is an error, not a death */
+		status = pack_run(&opts);
+		pack_signals_reraise();
+		break;
+	case CMD_LIST:
+	case CMD_VERIFY:
+		if (argc != 1) {
+			usage_error(argc ? "too many arguments" : "missing ARCHIVE");
+			break;
+		}
+		status = command == CMD_LIST ? pack_list(argv[0]) : pack_verify(argv[0]);
+		break;
+	case CMD_EXTRACT:
+		if (argc != 2) {
+			usage_error(argc > 2 ? "too many arguments"
+					     : "--extract needs ARCHIVE DIR");
+			break;
+		}
+		raise_fd_limit();
+		status = pack_extract(argv[0], argv[1]);
+		break;
+	}
+out:
+	free(excludes);
+	return status;
+}

@@ -1,0 +1,271 @@
+/*
+ * pack.h - the modules of pyfs-pack and what they share.
+ *
+ * Packing runs in two passes. Pass 1 (tree.c) walks every source into one
+ * in-memory tree of pack_inode records, merging the sources at the archive
+ * root; bytecode.c then asks the target interpreter, in one run, which .py
+ * files lack valid byte-code and adds the .pyc files it compiles (into a
+ * temporary directory, never into a source). Pass 2 (write.c) numbers the
+ * tree, finds duplicate contents, and copies every distinct content once into
+ * the archive's payload. pack.c runs the whole; list.c and extract.c serve
+ * --list, --verify and --extract from the library's validated image.
+ */
+#ifndef PACK_H
+#define PACK_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "log.h"
+
+/* Exit statuses of pyfs-pack (documented in --help). */
+#define PACK_EXIT_OK	  0
+#define PACK_EXIT_FAILURE 1
+#define PACK_EXIT_USAGE	  2
+
+struct pack_options {
+	const char *archive;
+	char **sources;
+	int source_count;
+	const char *python; /* NULL: the default, "python3" */
+	char **excludes;
+	int exclude_count;
+	bool no_compile;
+	bool force;
+	bool quiet;
+	bool verbose;
+};
+
+/* ---- pack.c: the pack command ---- */
+
+int pack_run(const struct pack_options *opts);
+
+/* ---- list.c, extract.c: commands on an existing archive (return exit statuses) ---- */
+
+int pack_list(const char *archive);
+int pack_verify(const char *archive);
+int pack_extract(const char *archive, const char *dir);
+
+struct pyfs_image;
+
+/*
+ * Load archive through the library (which validates its structure and
+ * metadata checksum) and check the payload checksum, and every file's own
+ * checksum when verify_files. Prints what is wrong; 0 or a negative errno.
+ */
+int pack_open_image(const char *archive, bool verify_files, struct pyfs_image **out);
+
+/* "drwxr-xr-x"-style text for mode into buf (11 bytes). */
+void pack_mode_string(char *buf, uint32_t mode);
+
+/* ---- util.c ---- */
+
+/* Set by SIGINT/SIGTERM; long loops check it and stop with -EINTR. */
+extern volatile sig_atomic_t pack_interrupted;
+
+/*
+ * Catch SIGINT and SIGTERM: the handler removes the registered temporary
+ * archive at once (so nothing partial survives even a stuck write) and sets
+ * pack_interrupted.
+ */
+void pack_signals_install(void);
+void pack_signals_guard_file(const char *path); /* NULL: nothing to remove */
+void pack_signals_reraise(void);		/* die by the caught signal, if any */
+
+double pack_now(void); /* monotonic seconds */
+
+/* A growable path (NUL-terminated); push appends "/name" (or name when empty). */
+struct pack_path {
+	char *buf;
+	size_t len;
+	size_t cap;
+};
+
+int pack_path_set(struct pack_path *path, const char *str, size_t len);
+int pack_path_push(struct pack_path *path, const void *name, size_t len);
+void pack_path_truncate(struct pack_path *path, size_t len);
+void pack_path_free(struct pack_path *path);
+
+/*
+ * open(2) for paths of any length: longer than PATH_MAX are opened one
+ * component at a time. Returns an fd or a negative errno.
+ */
+int pack_open_path(const char *path, int flags);
+
+/*
+ * Write name (len bytes) to buf as printable ASCII: '\\' as "\\\\", other
+ * bytes outside ' '..'~' as "\\ooo". buf holds at least 4 * len + 1 bytes.
+ */
+void pack_escape(char *buf, const void *name, size_t len);
+
+/* "1.5 MiB"-style text for n bytes into buf (at least 32 bytes). */
+const char *pack_human_bytes(char *buf, size_t size, uint64_t n);
+
+/* ---- tree.c: the in-memory tree of pass 1 ---- */
+
+struct pack_inode;
+
+/* One name in a directory. */
+struct pack_entry {
+	const uint8_t *name;
+	uint32_t name_len;
+	struct pack_inode *inode;
+};
+
+/*
+ * One inode of the archive to be. A regular file reads its contents from
+ * path, a symlink keeps its target (size bytes, NUL-terminated), a directory
+ * its entries (sorted by name unless dirty).
+ */
+struct pack_inode {
+	uint32_t mode; /* S_IFREG, S_IFDIR or S_IFLNK | permission bits */
+	uint32_t mtime_nsec;
+	int64_t mtime_sec;
+	int64_t ctime_sec; /* regular file from a source: for change detection */
+	uint32_t ctime_nsec;
+	int source; /* index of the source it came from, -1 when generated */
+	uint64_t size;
+	const char *path;
+	const char *target;
+	dev_t dev;
+	ino_t ino;
+
+	struct pack_inode *parent;
+	struct pack_entry *entries;
+	uint32_t entry_count;
+	uint32_t entry_cap;
+	bool dirty;
+
+	/* Pass 2 (write.c). */
+	bool numbered;
+	uint32_t index;
+	uint32_t nlink;
+	uint64_t data_offset;
+	uint64_t checksum;
+	struct pack_inode *same_as; /* identical contents stored by this earlier file */
+};
+
+/* What pass 1 saw, for --verbose and the summary. */
+struct pack_tree_stats {
+	uint64_t files;
+	uint64_t dirs;
+	uint64_t symlinks;
+	uint64_t hard_links; /* names beyond the first of a regular file */
+	uint64_t skipped;    /* sockets, FIFOs, devices */
+	uint64_t excluded;
+	uint64_t conflicts;
+	uint64_t file_bytes;
+};
+
+struct pack_tree;
+
+int pack_tree_create(struct pack_tree **out, char *const *excludes, int exclude_count);
+void pack_tree_destroy(struct pack_tree *tree);
+struct pack_inode *pack_tree_root(struct pack_tree *tree);
+const struct pack_tree_stats *pack_tree_stats(const struct pack_tree *tree);
+
+/*
+ * Merge source into the tree: a directory's contents go to the archive root,
+ * any other file goes there under its own name. A name already taken by an
+ * earlier source keeps the earlier entry (directories merge) and is reported
+ * as a warning. Returns 0 or a negative errno (err says which path failed).
+ */
+int pack_tree_add_source(struct pack_tree *tree, const char *source, int source_index,
+			 struct pyfs_err *err);
+
+/* Is the archive path rel (no leading '/') left out by an --exclude? */
+bool pack_tree_excluded(const struct pack_tree *tree, const char *rel);
+
+/* Entry name in directory dir (whose entries must not be dirty), or NULL. */
+struct pack_entry *pack_tree_lookup(struct pack_inode *dir, const void *name, size_t len);
+
+/* Add a new empty directory name to dir. Returns it, or NULL without memory. */
+struct pack_inode *pack_tree_add_dir(struct pack_tree *tree, struct pack_inode *dir,
+				     const void *name, size_t len, uint32_t mode, int64_t mtime_sec,
+				     uint32_t mtime_nsec);
+
+/*
+ * Add (or, if entry is not NULL, point entry at) a new regular file read
+ * from path. Returns 0 or -ENOMEM.
+ */
+int pack_tree_put_file(struct pack_tree *tree, struct pack_inode *dir, struct pack_entry *entry,
+		       const void *name, size_t len, const char *path, uint32_t mode,
+		       int64_t mtime_sec, uint32_t mtime_nsec, uint64_t size);
+
+/* Sort the entries of every dirty directory. */
+void pack_tree_sort(struct pack_tree *tree);
+
+/* Byte order of names inside a directory (the order the archive requires). */
+int pack_name_compare(const void *a, size_t a_len, const void *b, size_t b_len);
+
+/* ---- bytecode.c: the target interpreter ---- */
+
+struct pack_python;
+
+/*
+ * Start the interpreter's helper (one process for the whole run) and read
+ * what it reports: cache tag, magic number, site-packages directories.
+ */
+int pack_python_start(const char *python, struct pack_python **out, struct pyfs_err *err);
+
+/* Its existing site-packages directories (purelib, platlib, site), deduplicated. */
+size_t pack_python_site_dirs(const struct pack_python *py, const char *const **dirs);
+
+/*
+ * Give every .py in the tree that lacks valid byte-code for this interpreter
+ * a compiled __pycache__/NAME.TAG.pyc; *added counts them. With compile false,
+ * only end the helper. Compiled files live in a temporary directory until
+ * pack_python_destroy().
+ */
+int pack_python_compile(struct pack_python *py, struct pack_tree *tree, bool compile,
+			uint64_t *added, struct pyfs_err *err);
+
+void pack_python_destroy(struct pack_python *py);
+
+/* ---- write.c: pass 2 ---- */
+
+struct pack_write_stats {
+	uint64_t files;
+	uint64_t dirs; /* the root included */
+	uint64_t symlinks;
+	uint64_t hard_links; /* names of regular files beyond their first */
+	uint64_t inodes;
+	uint64_t dirents;
+	uint64_t names_size;
+	uint64_t file_bytes;	/* every inode once */
+	uint64_t payload_bytes; /* after dedup */
+	uint64_t archive_bytes;
+	double hash_seconds;
+	double copy_seconds;
+	double finish_seconds;
+};
+
+/*
+ * Write the tree to archive through a temporary file renamed at the end (over
+ * an existing archive only with force). progress: show the progress line.
+ */
+int pack_write(struct pack_tree *tree, const char *archive, bool force, bool progress,
+	       struct pack_write_stats *stats, struct pyfs_err *err);
+
+/* ---- progress.c: the progress line on a terminal ---- */
+
+struct pack_progress {
+	bool enabled;
+	double start;
+	double last;
+	uint64_t files_total;
+	uint64_t bytes_total;
+	uint64_t files_done;
+	uint64_t bytes_done;
+	bool shown;
+};
+
+void pack_progress_start(struct pack_progress *progress, bool enabled, uint64_t files_total,
+			 uint64_t bytes_total);
+void pack_progress_update(struct pack_progress *progress, uint64_t files_done, uint64_t bytes_done);
+void pack_progress_end(struct pack_progress *progress);
+
+#endif /* PACK_H */
