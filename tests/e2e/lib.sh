@@ -70,13 +70,6 @@ need_debian_numpy() {
 # free_disk_gib DIR: free space of DIR's file system in whole GiB.
 free_disk_gib() { df -P --block-size=1G "$1" | awk 'NR == 2 { print $4 }'; }
 
-# unmount_quietly DIR: lazy-unmount DIR if it is a mount, ignoring errors.
-unmount_quietly() {
-	if mountpoint -q "$1" 2>/dev/null; then
-		fusermount3 -u "$1" 2>/dev/null || fusermount3 -uz "$1" 2>/dev/null || umount -l "$1" 2>/dev/null || true
-	fi
-}
-
 # ---- pyfs-mount helpers ----
 
 # is_mounted DIR: DIR is a mount point (per /proc/self/mountinfo, so dead FUSE
