@@ -1,9 +1,10 @@
 /*
  * archive_io.c - pyfs archives as HDF5 files: the serial reader and the writer.
  *
- * The reader trusts nothing: before it allocates a byte it checks the format
- * attributes, the rank, type and size of each dataset against the file size,
- * and that the payload is one contiguous allocated byte range. The writer lays
+ * The reader trusts nothing: before it allocates a byte it checks that the
+ * HDF5 metadata is checksummed, the format attributes, the rank, type and size
+ * of each dataset against the file size, and that the payload is one
+ * contiguous allocated byte range. The writer lays
  * the file out at creation (every dataset allocated early, never filled) so
  * the payload's file offset is fixed before any content is copied, and keeps
  * every object free of timestamps so that the same input gives the same bytes.
@@ -228,34 +229,69 @@ struct pyfs_archive {
 	uint64_t metadata_checksum;
 };
 
+/* An attribute of the root group, open with its type and dataspace. */
+struct archive_attr {
+	hid_t attr;
+	hid_t type;
+	hid_t space;
+};
+
+/*
+ * Open attribute name of the root group into at. Returns 0, -ENOENT when
+ * there is no such attribute (err untouched: what that means is the caller's
+ * to say), or -EINVAL when HDF5 fails. archive_attr_close() in every case.
+ */
+static int archive_attr_open(struct pyfs_archive *a, const char *name, struct archive_attr *at,
+			     struct pyfs_err *err)
+{
+	htri_t exists = H5Aexists(a->file, name);
+
+	at->attr = at->type = at->space = H5I_INVALID_HID;
+	if (exists == 0)
+		return -ENOENT;
+	if (exists > 0)
+		at->attr = H5Aopen(a->file, name, H5P_DEFAULT);
+	if (at->attr >= 0) {
+		at->type = H5Aget_type(at->attr);
+		at->space = H5Aget_space(at->attr);
+	}
+	if (at->type < 0 || at->space < 0)
+		return archive_h5_fail(err, -EINVAL, "cannot read attribute '%s' of '%s'", name,
+				       a->path);
+	return 0;
+}
+
+static void archive_attr_close(struct archive_attr *at)
+{
+	archive_h5_close(at->space);
+	archive_h5_close(at->type);
+	archive_h5_close(at->attr);
+}
+
 /* Read the fixed-length string attribute "format" into value (NUL-terminated). */
 static int archive_read_format(struct pyfs_archive *a, char *value, size_t size,
 			       struct pyfs_err *err)
 {
-	hid_t attr = H5I_INVALID_HID, type = H5I_INVALID_HID, mem = H5I_INVALID_HID;
-	htri_t exists, variable;
+	hid_t mem = H5I_INVALID_HID;
+	struct archive_attr at;
+	htri_t variable;
 	size_t len;
-	int ret = -EINVAL;
+	int ret;
 
-	exists = H5Aexists(a->file, PYFS_ATTR_FORMAT);
-	if (exists < 0) {
-		ret = archive_h5_fail(err, -EINVAL, "cannot read archive '%s'", a->path);
-		goto out;
-	}
-	if (!exists) {
+	ret = archive_attr_open(a, PYFS_ATTR_FORMAT, &at, err);
+	if (ret == -ENOENT) {
 		pyfs_err_set(err, "'%s' is not a pyfs archive (no '%s' attribute)", a->path,
 			     PYFS_ATTR_FORMAT);
-		goto out;
+		ret = -EINVAL;
 	}
-	attr = H5Aopen(a->file, PYFS_ATTR_FORMAT, H5P_DEFAULT);
-	if (attr < 0)
-		goto out_h5;
-	type = H5Aget_type(attr);
-	if (type < 0)
-		goto out_h5;
-	variable = H5Tis_variable_str(type);
-	len = H5Tget_size(type);
-	if (H5Tget_class(type) != H5T_STRING || variable != 0 || len == 0 || len >= size) {
+	if (ret)
+		goto out;
+	ret = -EINVAL;
+	variable = H5Tis_variable_str(at.type);
+	len = H5Tget_size(at.type);
+	/* One element only: H5Aread writes every element of the attribute into value. */
+	if (H5Tget_class(at.type) != H5T_STRING || variable != 0 || len == 0 || len >= size ||
+	    H5Sget_simple_extent_npoints(at.space) != 1) {
 		pyfs_err_set(err,
 			     "'%s' is not a pyfs archive ('%s' is not a short fixed-length "
 			     "string)",
@@ -266,7 +302,7 @@ static int archive_read_format(struct pyfs_archive *a, char *value, size_t size,
 	if (mem < 0 || H5Tset_size(mem, len) < 0 || H5Tset_strpad(mem, H5T_STR_NULLPAD) < 0)
 		goto out_h5;
 	memset(value, 0, size);
-	if (H5Aread(attr, mem, value) < 0)
+	if (H5Aread(at.attr, mem, value) < 0)
 		goto out_h5;
 	ret = 0;
 	goto out;
@@ -276,8 +312,7 @@ out_h5:
 			      a->path);
 out:
 	archive_h5_close(mem);
-	archive_h5_close(type);
-	archive_h5_close(attr);
+	archive_attr_close(&at);
 	return ret;
 }
 
@@ -285,40 +320,23 @@ out:
 static int archive_read_int_attr(struct pyfs_archive *a, const char *name, hid_t mem_type,
 				 void *value, struct pyfs_err *err)
 {
-	hid_t attr = H5I_INVALID_HID, type = H5I_INVALID_HID, space = H5I_INVALID_HID;
-	htri_t exists;
-	int ret = -EINVAL;
+	struct archive_attr at;
+	int ret;
 
-	exists = H5Aexists(a->file, name);
-	if (exists < 0)
-		goto out_h5;
-	if (!exists) {
+	ret = archive_attr_open(a, name, &at, err);
+	if (ret == -ENOENT) {
 		pyfs_err_set(err, "invalid archive '%s': no '%s' attribute", a->path, name);
-		goto out;
-	}
-	attr = H5Aopen(a->file, name, H5P_DEFAULT);
-	if (attr < 0)
-		goto out_h5;
-	type = H5Aget_type(attr);
-	space = H5Aget_space(attr);
-	if (type < 0 || space < 0)
-		goto out_h5;
-	if (H5Tget_class(type) != H5T_INTEGER || H5Sget_simple_extent_npoints(space) != 1) {
+		ret = -EINVAL;
+	} else if (ret == 0 && (H5Tget_class(at.type) != H5T_INTEGER ||
+				H5Sget_simple_extent_npoints(at.space) != 1)) {
 		pyfs_err_set(err, "invalid archive '%s': attribute '%s' is not one integer",
 			     a->path, name);
-		goto out;
+		ret = -EINVAL;
+	} else if (ret == 0 && H5Aread(at.attr, mem_type, value) < 0) {
+		ret = archive_h5_fail(err, -EINVAL, "cannot read attribute '%s' of '%s'", name,
+				      a->path);
 	}
-	if (H5Aread(attr, mem_type, value) < 0)
-		goto out_h5;
-	ret = 0;
-	goto out;
-
-out_h5:
-	ret = archive_h5_fail(err, -EINVAL, "cannot read attribute '%s' of '%s'", name, a->path);
-out:
-	archive_h5_close(space);
-	archive_h5_close(type);
-	archive_h5_close(attr);
+	archive_attr_close(&at);
 	return ret;
 }
 
@@ -355,12 +373,18 @@ static int archive_check_attributes(struct pyfs_archive *a, struct pyfs_err *err
 				     &a->metadata_checksum, err);
 }
 
-/* Does the on-disk type of a record dataset have every member, as an integer of its size? */
+/*
+ * Does the on-disk type of a record dataset have every member, as an integer
+ * of its size lying inside the record? (HDF5 converts the members it is given
+ * without checking that they fit.) *disk_size gets the record's size.
+ */
 static int archive_check_record_type(struct pyfs_archive *a, hid_t type,
-				     const struct archive_record *record, struct pyfs_err *err)
+				     const struct archive_record *record, size_t *disk_size,
+				     struct pyfs_err *err)
 {
+	*disk_size = H5Tget_size(type);
 	if (H5Tget_class(type) != H5T_COMPOUND ||
-	    H5Tget_nmembers(type) != (int)record->member_count) {
+	    H5Tget_nmembers(type) != (int)record->member_count || *disk_size == 0) {
 		pyfs_err_set(err,
 			     "invalid archive '%s': dataset '%s' is not a compound of %zu members",
 			     a->path, record->dataset, record->member_count);
@@ -380,15 +404,17 @@ static int archive_check_record_type(struct pyfs_archive *a, hid_t type,
 		member = index < 0 ? H5I_INVALID_HID : H5Tget_member_type(type, (unsigned)index);
 		ok = member >= 0 && H5Tget_class(member) == H5T_INTEGER &&
 		     H5Tget_size(member) == archive_int_size(m->kind) &&
-		     H5Tget_sign(member) == (m->kind == ARCHIVE_I64 ? H5T_SGN_2 : H5T_SGN_NONE);
+		     H5Tget_sign(member) == (m->kind == ARCHIVE_I64 ? H5T_SGN_2 : H5T_SGN_NONE) &&
+		     H5Tget_member_offset(type, (unsigned)index) <=
+			 *disk_size - archive_int_size(m->kind);
 		archive_h5_close(member);
 		if (!ok) {
 			pyfs_err_set(err,
 				     "invalid archive '%s': dataset '%s' has no %s integer member "
-				     "'%s' of %zu bytes",
+				     "'%s' of %zu bytes inside its %zu-byte records",
 				     a->path, record->dataset,
 				     m->kind == ARCHIVE_I64 ? "signed" : "unsigned", m->name,
-				     archive_int_size(m->kind));
+				     archive_int_size(m->kind), *disk_size);
 			return -EINVAL;
 		}
 	}
@@ -404,7 +430,7 @@ static int archive_open_dataset(struct pyfs_archive *a, const char *name,
 				hid_t *dset_out, uint64_t *count_out, struct pyfs_err *err)
 {
 	hid_t dset = H5I_INVALID_HID, space = H5I_INVALID_HID, type = H5I_INVALID_HID;
-	size_t record_size = record ? record->size : 1;
+	size_t record_size = record ? record->size : 1, disk_size = 1;
 	hsize_t dims[1] = {0};
 	htri_t exists;
 	int ret = -EINVAL;
@@ -431,10 +457,13 @@ static int archive_open_dataset(struct pyfs_archive *a, const char *name,
 		goto out;
 	}
 	if (record) {
-		ret = archive_check_record_type(a, type, record, err);
+		ret = archive_check_record_type(a, type, record, &disk_size, err);
 		if (ret)
 			goto out;
 		ret = -EINVAL;
+		/* Reading converts every record from disk_size bytes: bound both sizes. */
+		if (disk_size > record_size)
+			record_size = disk_size;
 	} else if (H5Tget_class(type) != H5T_INTEGER || H5Tget_size(type) != 1 ||
 		   H5Tget_sign(type) != H5T_SGN_NONE) {
 		pyfs_err_set(err,
@@ -503,16 +532,26 @@ out:
 	return ret;
 }
 
-/* Can path be opened for reading, and how big is it? Real errno values. */
-static int archive_probe(const char *path, uint64_t *size, struct pyfs_err *err)
+/* HDF5's superblock: its signature, then its version in the next byte. */
+static const uint8_t archive_hdf5_signature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+
+/*
+ * Can path be opened for reading, how big is it, and which version is its
+ * HDF5 superblock (-1: no HDF5 signature at byte 0, 512, 1024, 2048... where
+ * HDF5 looks for it)? Real errno values. O_NONBLOCK: a FIFO given as the
+ * archive is refused instead of waited on.
+ */
+static int archive_probe(const char *path, uint64_t *size, int *superblock, struct pyfs_err *err)
 {
+	uint8_t head[sizeof(archive_hdf5_signature) + 1];
 	struct stat st;
 	int fd, ret = 0;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	*superblock = -1;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0 || fstat(fd, &st) < 0) {
 		ret = -errno;
-		pyfs_err_set(err, "cannot open archive '%s': %s", path, strerror(errno));
+		pyfs_err_set(err, "cannot open archive '%s': %s", path, strerror(-ret));
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode)) {
@@ -522,6 +561,13 @@ static int archive_probe(const char *path, uint64_t *size, struct pyfs_err *err)
 		goto out;
 	}
 	*size = (uint64_t)st.st_size;
+	for (uint64_t at = 0; at + sizeof(head) <= *size; at = at ? 2 * at : 512) {
+		if (pread(fd, head, sizeof(head), (off_t)at) == (ssize_t)sizeof(head) &&
+		    memcmp(head, archive_hdf5_signature, sizeof(archive_hdf5_signature)) == 0) {
+			*superblock = head[sizeof(archive_hdf5_signature)];
+			break;
+		}
+	}
 out:
 	if (fd >= 0)
 		close(fd);
@@ -532,8 +578,7 @@ int pyfs_archive_open(const char *path, struct pyfs_archive **out, struct pyfs_e
 {
 	struct pyfs_archive *a;
 	hid_t fapl = H5I_INVALID_HID;
-	htri_t is_hdf5;
-	int ret;
+	int superblock, ret;
 
 	ret = archive_h5_init(err);
 	if (ret)
@@ -546,14 +591,25 @@ int pyfs_archive_open(const char *path, struct pyfs_archive **out, struct pyfs_e
 	}
 	a->file = a->inodes = a->dirents = a->names = a->payload = H5I_INVALID_HID;
 
-	ret = archive_probe(path, &a->file_size, err);
+	ret = archive_probe(path, &a->file_size, &superblock, err);
 	if (ret)
 		goto out_close;
 	ret = -EINVAL;
-	is_hdf5 = H5Fis_hdf5(path);
-	if (is_hdf5 <= 0) {
-		H5Eclear2(H5E_DEFAULT);
+	if (superblock < 0) {
 		pyfs_err_set(err, "'%s' is not an HDF5 file", path);
+		goto out_close;
+	}
+	/*
+	 * Only checksummed HDF5 metadata is parsed: superblock version 2 and later
+	 * (the writer's 1.8 format). HDF5 1.10 parses the unchecked metadata of the
+	 * older formats without bounds (out-of-bounds reads, 4 GiB allocations).
+	 */
+	if (superblock < 2) {
+		pyfs_err_set(err,
+			     "'%s' is not a pyfs archive (no '%s' attribute): its HDF5 superblock "
+			     "version %d has no metadata checksums, and pyfs reads version 2 or "
+			     "later only (what pyfs-pack writes)",
+			     path, PYFS_ATTR_FORMAT, superblock);
 		goto out_close;
 	}
 	/* Archives never change once written: no need for HDF5's file locks. */

@@ -28,8 +28,9 @@ struct pyfs_archive;
 
 /*
  * Open path read-only and check the format name and version. Returns 0,
- * -ENOENT/-EACCES (cannot open), -EINVAL (not a pyfs archive, or a version
- * this build does not read: err says which).
+ * -ENOENT/-EACCES (cannot open), -EINVAL (not a pyfs archive, HDF5 metadata
+ * without checksums (superblock before version 2), or a version this build
+ * does not read: err says which).
  */
 int pyfs_archive_open(const char *path, struct pyfs_archive **out, struct pyfs_err *err);
 void pyfs_archive_close(struct pyfs_archive *archive);

@@ -32,6 +32,13 @@ struct pyfs_image {
 	struct pyfs_image_totals totals;
 };
 
+/* Let a child inherit buffer (advisory: MPI libraries mark pages they register DONTFORK). */
+static void image_buffer_dofork(void *buffer, uint64_t size)
+{
+	if (buffer)
+		(void)madvise(buffer, size ? (size_t)size : 1, MADV_DOFORK);
+}
+
 void *pyfs_buffer_alloc(uint64_t size)
 {
 	size_t len;
@@ -45,8 +52,7 @@ void *pyfs_buffer_alloc(uint64_t size)
 	buffer = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (buffer == MAP_FAILED)
 		return NULL;
-	/* Advisory: an MPI library may have set MADV_DONTFORK on pages it registered. */
-	(void)madvise(buffer, len, MADV_DOFORK);
+	image_buffer_dofork(buffer, size);
 	return buffer;
 }
 
@@ -378,12 +384,15 @@ static int image_check_directories(const struct pyfs_image_parts *parts,
 	return 0;
 }
 
-/* Every dirent in some directory, every inode named, file nlink, all reachable. */
+/*
+ * Every dirent in some directory, every inode named, file nlink, all
+ * reachable. *depth gets how many levels of directories lie below the root.
+ */
 static int image_check_tree(const struct pyfs_image_parts *parts, struct image_tree_scratch *s,
-			    uint32_t *parent, struct pyfs_err *err)
+			    uint32_t *parent, uint64_t *depth, struct pyfs_err *err)
 {
 	const struct pyfs_inode *root = &parts->inodes[PYFS_ROOT_INDEX];
-	uint64_t head = 0, tail = 0;
+	uint64_t head = 0, tail = 0, level_end;
 	int ret;
 
 	if (!image_is_dir(root)) {
@@ -428,8 +437,11 @@ static int image_check_tree(const struct pyfs_image_parts *parts, struct image_t
 	/*
 	 * Every directory but the root is named exactly once, so a breadth-first
 	 * walk from the root meets each reachable one once; names[] marks them.
+	 * queue[head, level_end) is the level being walked.
 	 */
+	*depth = 0;
 	s->queue[tail++] = PYFS_ROOT_INDEX;
+	level_end = tail;
 	while (head < tail) {
 		const struct pyfs_inode *dir = &parts->inodes[s->queue[head++]];
 
@@ -440,6 +452,10 @@ static int image_check_tree(const struct pyfs_image_parts *parts, struct image_t
 				s->names[child] = 0;
 				s->queue[tail++] = child;
 			}
+		}
+		if (head == level_end && head < tail) {
+			(*depth)++;
+			level_end = tail;
 		}
 	}
 	for (uint32_t i = 1; i < parts->inode_count; i++) {
@@ -480,7 +496,7 @@ int pyfs_image_create(struct pyfs_image_parts *parts, struct pyfs_image **out, s
 {
 	struct image_tree_scratch scratch = {NULL, NULL, NULL};
 	struct pyfs_image *image = NULL;
-	uint64_t computed;
+	uint64_t computed, depth;
 	int ret = -EINVAL;
 
 	if (parts->inode_count == 0) {
@@ -524,11 +540,12 @@ int pyfs_image_create(struct pyfs_image_parts *parts, struct pyfs_image **out, s
 	scratch.covered = calloc(parts->dirent_count / 8 + 1, 1);
 	if (!image->parent || !scratch.names || !scratch.queue || !scratch.covered)
 		goto out_nomem;
-	ret = image_check_tree(parts, &scratch, image->parent, err);
+	ret = image_check_tree(parts, &scratch, image->parent, &depth, err);
 	if (ret)
 		goto out_free_image;
 
 	image_count_totals(parts, &image->totals);
+	image->totals.depth = depth;
 	image->parts = *parts;
 	memset(parts, 0, sizeof(*parts));
 	*out = image;
@@ -549,6 +566,17 @@ out_free_scratch:
 	free(scratch.covered);
 out:
 	return ret;
+}
+
+void pyfs_image_keep_on_fork(const struct pyfs_image *image)
+{
+	const struct pyfs_image_parts *parts = &image->parts;
+
+	image_buffer_dofork(parts->inodes, parts->inode_count * sizeof(struct pyfs_inode));
+	image_buffer_dofork(parts->dirents, parts->dirent_count * sizeof(struct pyfs_dirent));
+	image_buffer_dofork(parts->names, parts->names_size);
+	image_buffer_dofork(parts->payload, parts->payload_size);
+	image_buffer_dofork(image->parent, parts->inode_count * sizeof(uint32_t));
 }
 
 void pyfs_image_destroy(struct pyfs_image *image)

@@ -27,8 +27,8 @@ struct pyfs_image;
 
 /*
  * Buffers for image parts. They are anonymous mmap()s (page-aligned, returned
- * to the system on free, MADV_DOFORK so they survive a daemon's fork even after
- * an MPI library marked memory otherwise). A zero size gives a valid pointer.
+ * to the system on free, inherited by a forked daemon: see
+ * pyfs_image_keep_on_fork). A zero size gives a valid pointer.
  */
 void *pyfs_buffer_alloc(uint64_t size);
 void pyfs_buffer_free(void *buffer, uint64_t size);
@@ -77,6 +77,13 @@ int pyfs_image_create(struct pyfs_image_parts *parts, struct pyfs_image **out,
 		      struct pyfs_err *err);
 
 void pyfs_image_destroy(struct pyfs_image *image);
+
+/*
+ * Mark every buffer of image inherited by a child again (MADV_DOFORK), for a
+ * daemon that forks after MPI: an MPI library may have marked the pages it
+ * registered for RDMA as not inherited (MADV_DONTFORK).
+ */
+void pyfs_image_keep_on_fork(const struct pyfs_image *image);
 
 /* Check the payload against payload_checksum. 0 or -EIO (err says so). */
 int pyfs_image_verify_payload(const struct pyfs_image *image, struct pyfs_err *err);
@@ -145,6 +152,7 @@ struct pyfs_image_totals {
 	uint64_t symlinks;
 	uint64_t file_bytes;	/* sum of file sizes, each inode once */
 	uint64_t payload_bytes; /* stored: file_bytes less what dedup saved */
+	uint64_t depth;		/* levels of directories below the root (0: none) */
 };
 
 void pyfs_image_get_totals(const struct pyfs_image *image, struct pyfs_image_totals *totals);

@@ -10,6 +10,7 @@
 #define PYFS_LOG_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 enum pyfs_log_level {
@@ -22,6 +23,12 @@ enum pyfs_log_level {
 /* Messages above this level are dropped; tests are cheap (see pyfs_debug). */
 extern enum pyfs_log_level pyfs_log_threshold;
 
+/*
+ * The threshold of a tool's -v and -q: base by default, one level more per
+ * -v (debug at most), one less with quiet, which wins over -v.
+ */
+void pyfs_log_set_verbosity(enum pyfs_log_level base, int verbose, bool quiet);
+
 /* Name printed before every message, e.g. "pyfs-mount" or "pyfs-mount[rank 3]". */
 void pyfs_log_set_prefix(const char *prefix);
 
@@ -29,22 +36,25 @@ void pyfs_log_set_prefix(const char *prefix);
 void pyfs_log_use_syslog(void);
 
 void pyfs_log(enum pyfs_log_level level, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 void pyfs_vlog(enum pyfs_log_level level, const char *fmt, va_list ap)
-	__attribute__((format(printf, 2, 0)));
+    __attribute__((format(printf, 2, 0)));
 
 #define pyfs_error(...) pyfs_log(PYFS_LOG_ERROR, __VA_ARGS__)
-#define pyfs_warn(...) pyfs_log(PYFS_LOG_WARN, __VA_ARGS__)
-#define pyfs_info(...)                                          \
-	do {                                                    \
-		if (pyfs_log_threshold >= PYFS_LOG_INFO)        \
-			pyfs_log(PYFS_LOG_INFO, __VA_ARGS__);   \
+#define pyfs_warn(...)	pyfs_log(PYFS_LOG_WARN, __VA_ARGS__)
+#define pyfs_info(...)                                                                             \
+	do {                                                                                       \
+		if (pyfs_log_threshold >= PYFS_LOG_INFO)                                           \
+			pyfs_log(PYFS_LOG_INFO, __VA_ARGS__);                                      \
 	} while (0)
-#define pyfs_debug(...)                                         \
-	do {                                                    \
-		if (pyfs_log_threshold >= PYFS_LOG_DEBUG)       \
-			pyfs_log(PYFS_LOG_DEBUG, __VA_ARGS__);  \
+#define pyfs_debug(...)                                                                            \
+	do {                                                                                       \
+		if (pyfs_log_threshold >= PYFS_LOG_DEBUG)                                          \
+			pyfs_log(PYFS_LOG_DEBUG, __VA_ARGS__);                                     \
 	} while (0)
+
+/* Monotonic seconds, for the timings the tools report. */
+double pyfs_now(void);
 
 /*
  * A one-line description of what went wrong, filled by library functions that
@@ -54,7 +64,6 @@ struct pyfs_err {
 	char msg[512];
 };
 
-void pyfs_err_set(struct pyfs_err *err, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+void pyfs_err_set(struct pyfs_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif /* PYFS_LOG_H */

@@ -25,7 +25,9 @@
  *     inodes[l] (symlink): data_offset/data_size index the names blob
  *
  * Every integer is little-endian on disk. All sizes and offsets are 64-bit, so
- * files over 4 GiB and archives over 2 GiB are ordinary. Identical contents are
+ * files over 4 GiB and archives over 2 GiB are ordinary. The HDF5 file is in
+ * the 1.8 format (superblock version 2: every piece of HDF5 metadata carries
+ * a checksum); readers refuse older superblocks, whose metadata has none. Identical contents are
  * stored once: hard links share an inode, duplicate files share payload bytes.
  *
  * Checksums are XXH3-64 (seed 0):
@@ -43,30 +45,30 @@
 
 #include <stdint.h>
 
-#define PYFS_FORMAT_NAME "pyfs"
+#define PYFS_FORMAT_NAME    "pyfs"
 #define PYFS_FORMAT_VERSION 1u
 
 /* Attributes of the root group. */
-#define PYFS_ATTR_FORMAT "format"                       /* fixed-length string "pyfs" */
-#define PYFS_ATTR_VERSION "version"                     /* uint32 */
-#define PYFS_ATTR_PAYLOAD_CHECKSUM "payload_checksum"   /* uint64 */
+#define PYFS_ATTR_FORMAT	    "format"		/* fixed-length string "pyfs" */
+#define PYFS_ATTR_VERSION	    "version"		/* uint32 */
+#define PYFS_ATTR_PAYLOAD_CHECKSUM  "payload_checksum"	/* uint64 */
 #define PYFS_ATTR_METADATA_CHECKSUM "metadata_checksum" /* uint64 */
 
 /* Datasets of the root group. */
-#define PYFS_DSET_INODES "inodes"
+#define PYFS_DSET_INODES  "inodes"
 #define PYFS_DSET_DIRENTS "dirents"
-#define PYFS_DSET_NAMES "names"
+#define PYFS_DSET_NAMES	  "names"
 #define PYFS_DSET_PAYLOAD "payload"
 
 /* The payload starts on this boundary, to line up with file-system stripes. */
 #define PYFS_PAYLOAD_ALIGNMENT (UINT64_C(1) << 20)
 
 /* Limits. Counts are 32-bit indexes; byte sizes and offsets are 64-bit. */
-#define PYFS_NAME_MAX 255u           /* bytes in one name (no '/', no NUL) */
-#define PYFS_SYMLINK_MAX 4095u       /* bytes in one symlink target (no NUL) */
-#define PYFS_INODES_MAX UINT32_MAX   /* inode indexes fit in uint32 */
-#define PYFS_DIRENTS_MAX UINT32_MAX  /* dirent indexes fit in uint32 */
-#define PYFS_ROOT_INDEX 0u
+#define PYFS_NAME_MAX	 255u	    /* bytes in one name (no '/', no NUL) */
+#define PYFS_SYMLINK_MAX 4095u	    /* bytes in one symlink target (no NUL) */
+#define PYFS_INODES_MAX	 UINT32_MAX /* inode indexes fit in uint32 */
+#define PYFS_DIRENTS_MAX UINT32_MAX /* dirent indexes fit in uint32 */
+#define PYFS_ROOT_INDEX	 0u
 
 /* Permission bits kept; setuid, setgid and sticky are dropped by the packer. */
 #define PYFS_MODE_PERM_MASK 0777u

@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <fuse_opt.h>
@@ -284,10 +283,8 @@ static int mount_parse(int argc, char **argv, struct mount_config *config)
 	if (config->debug)
 		config->foreground = true;
 	config->verbose = verbose > 0 && !quiet;
-	pyfs_log_threshold = quiet			     ? PYFS_LOG_ERROR
-			     : verbose >= 2 || config->debug ? PYFS_LOG_DEBUG
-			     : verbose == 1		     ? PYFS_LOG_INFO
-							     : PYFS_LOG_WARN;
+	/* -o debug: libfuse's debug messages come through our logger at debug level. */
+	pyfs_log_set_verbosity(PYFS_LOG_WARN, config->debug ? 2 : verbose, quiet);
 	return -1;
 }
 
@@ -305,14 +302,6 @@ struct mount_state {
 	struct pull_stats stats;
 	double verify_seconds;
 };
-
-static double mount_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /*
  * The agreement after a step, on all ranks: true when the step failed
@@ -337,20 +326,27 @@ static bool mount_failed(struct mount_state *state, int rc, struct pyfs_err *err
 	return true;
 }
 
-/* Check that the directory of a ready file can take it. */
-static int mount_check_ready_dir(const char *path, struct pyfs_err *err)
+/*
+ * Check that the directory of the ready file path can take it, and make
+ * path absolute in place (the daemon works from '/').
+ */
+static int mount_check_ready_file(char path[PATH_MAX], struct pyfs_err *err)
 {
-	char copy[PATH_MAX];
-	const char *dir;
+	char dir[PATH_MAX], base[PATH_MAX], real[PATH_MAX];
+	int rc = 0;
 
-	snprintf(copy, sizeof(copy), "%s", path);
-	dir = dirname(copy);
-	if (access(dir, W_OK) < 0) {
-		int rc = -errno;
-
+	snprintf(dir, sizeof(dir), "%s", path);
+	snprintf(base, sizeof(base), "%s", path);
+	if (!realpath(dirname(dir), real) || access(real, W_OK) < 0)
+		rc = -errno;
+	else if (snprintf(dir, sizeof(dir), "%s/%s", strcmp(real, "/") ? real : "",
+			  basename(base)) >= (int)sizeof(dir))
+		rc = -ENAMETOOLONG;
+	if (rc < 0) {
 		pyfs_err_set(err, "cannot write ready file '%s': %s", path, strerror(-rc));
 		return rc;
 	}
+	memcpy(path, dir, sizeof(dir));
 	return 0;
 }
 
@@ -362,18 +358,19 @@ static int mount_prepare(struct mount_config *config, struct mount_state *state,
 			 struct pyfs_err *err)
 {
 	struct pyfs_err capture = {{0}};
+	char given[PATH_MAX];
 	int rc;
 
 	rc = mount_expand_path(config->mountpoint, state->world.rank, state->world.node_index,
-			       state->mountpoint, sizeof(state->mountpoint), err);
+			       given, sizeof(given), err);
 	if (rc == 0 && config->ready_file)
 		rc = mount_expand_path(config->ready_file, state->world.rank,
 				       state->world.node_index, state->ready_file,
 				       sizeof(state->ready_file), err);
 	if (rc == 0)
-		rc = mount_check_mountpoint(state->mountpoint, err);
+		rc = mount_check_mountpoint(given, state->mountpoint, err);
 	if (rc == 0 && config->ready_file)
-		rc = mount_check_ready_dir(state->ready_file, err);
+		rc = mount_check_ready_file(state->ready_file, err);
 	if (rc == 0 && config->allow_other)
 		rc = mount_check_allow_other(err);
 	if (rc < 0)
@@ -447,14 +444,14 @@ out_free:
 static int mount_make_image(const struct mount_config *config, struct mount_state *state,
 			    struct pyfs_err *err)
 {
-	double start = mount_now();
+	double start = pyfs_now();
 	int rc = pyfs_image_create(&state->parts, &state->image, err);
 
 	if (rc == 0 && config->verify)
 		rc = pyfs_image_verify_payload(state->image, err);
 	if (rc == 0 && !config->verify)
 		pyfs_debug("payload checksum not verified (--no-verify)");
-	state->verify_seconds = mount_now() - start;
+	state->verify_seconds = pyfs_now() - start;
 	state->fs.image = state->image;
 	if (rc < 0) {
 		char msg[sizeof(err->msg)];
@@ -463,6 +460,22 @@ static int mount_make_image(const struct mount_config *config, struct mount_stat
 		pyfs_err_set(err, "%.400s (archive '%s')", msg, config->archive);
 	}
 	return rc;
+}
+
+/* Resident memory of this process (VmRSS), in bytes. */
+static uint64_t mount_rss_bytes(void)
+{
+	char line[256];
+	uint64_t kib = 0;
+	FILE *f = fopen("/proc/self/status", "re");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %" SCNu64 " kB", &kib) == 1)
+			break;
+	fclose(f);
+	return kib * 1024;
 }
 
 /* --verbose, leaders (collectively): rank 0 reports the pull of every node. */
@@ -540,10 +553,8 @@ static int mount_run(struct mount_config *config)
 	}
 	H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 	rc = pull_world_init(&state.world, config->ranks_as_nodes, &err);
-	if (rc < 0) {
-		pyfs_error("%s", err.msg);
-		goto out_free;
-	}
+	if (mount_failed(&state, rc, &err))
+		goto out_finalize;
 	leader = state.world.leader;
 	if (state.world.size > 1) {
 		snprintf(prefix, sizeof(prefix), MOUNT_PROGRAM "[rank %d]", state.world.rank);
@@ -557,36 +568,38 @@ static int mount_run(struct mount_config *config)
 	if (leader)
 		rc = mount_prepare(config, &state, &err);
 	if (mount_failed(&state, rc, &err))
-		goto out_free;
+		goto out_finalize;
 	if (leader)
 		rc = mount_check_unique(&state, &err);
 	if (mount_failed(&state, rc, &err))
-		goto out_free;
+		goto out_finalize;
 
 	if (leader)
 		rc = pull_metadata(&state.world, config->archive, &state.parts, &state.stats, &err);
 	if (mount_failed(&state, rc, &err))
-		goto out_free;
+		goto out_finalize;
 	if (leader)
 		rc = pull_payload(&state.world, config->archive, &state.parts, &state.stats, &err);
 	if (mount_failed(&state, rc, &err))
-		goto out_free;
+		goto out_finalize;
 	if (leader)
 		rc = mount_make_image(config, &state, &err);
 	if (mount_failed(&state, rc, &err))
-		goto out_free;
+		goto out_finalize;
 	if (leader)
 		mount_report(config, &state);
 	status = MOUNT_EXIT_OK;
 
-out_free:
+out_finalize:
 	pull_world_free(&state.world);
 	/* No fork and no fusermount3 before this point. */
 	MPI_Finalize();
-	if (status == MOUNT_EXIT_OK && leader)
+	if (status == MOUNT_EXIT_OK && leader) {
+		pyfs_image_keep_on_fork(state.image);
 		status = mount_serve(config, state.se, state.mountpoint,
 				     config->ready_file ? state.ready_file : NULL,
 				     config->verbose && state.world.rank == 0);
+	}
 	mount_state_free(&state);
 	return status;
 }

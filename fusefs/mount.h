@@ -7,6 +7,7 @@
 #ifndef MOUNT_H
 #define MOUNT_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -50,10 +51,11 @@ int mount_expand_path(const char *pattern, int rank, int node, char *out, size_t
 
 /*
  * Check that path can be mounted on: it exists, is a directory, is not
- * already a mount point (live or dead) and is empty. 0 or a negative errno
- * with err naming the problem and the path.
+ * already a mount point (live or dead) and is empty. Fills real with its
+ * canonical absolute path (the daemon works from '/', so it mounts and
+ * unmounts by that). 0 or a negative errno with err naming the problem.
  */
-int mount_check_mountpoint(const char *path, struct pyfs_err *err);
+int mount_check_mountpoint(const char *path, char real[PATH_MAX], struct pyfs_err *err);
 
 /* For non-root users, allow_other needs user_allow_other in /etc/fuse.conf. */
 int mount_check_allow_other(struct pyfs_err *err);
@@ -80,9 +82,6 @@ void mount_fuse_log_capture(struct pyfs_err *capture);
  * ready_file (may be NULL) gets the serving PID once mounted. report prints
  * the mount time (--verbose on rank 0). MPI must be finalized before this.
  */
-/* Resident memory of this process (VmRSS), in bytes. */
-uint64_t mount_rss_bytes(void);
-
 int mount_serve(const struct mount_config *config, struct fuse_session *se, const char *mountpoint,
 		const char *ready_file, bool report);
 

@@ -121,9 +121,8 @@ static int mount_check_empty(const char *path, struct pyfs_err *err)
 	return rc;
 }
 
-int mount_check_mountpoint(const char *path, struct pyfs_err *err)
+int mount_check_mountpoint(const char *path, char real[PATH_MAX], struct pyfs_err *err)
 {
-	char real[PATH_MAX];
 	struct stat st;
 
 	if (stat(path, &st) < 0) {

@@ -2,9 +2,9 @@
  * ops.c - FUSE low-level handlers serving a validated pyfs image from RAM.
  *
  * Every handler ends in exactly one fuse_reply_*(). Lookups and reads are
- * bounds-checked O(log n) / O(1) accessors of image.h, so no handler blocks
- * or allocates more than one readdir buffer. Modifying requests get EROFS
- * (the mount is also "ro", so the kernel refuses most of them itself).
+ * bounds-checked O(log n) / O(1) accessors of image.h, so no handler blocks,
+ * allocates or logs. Modifying requests get EROFS (the mount is also "ro", so
+ * the kernel refuses most of them itself).
  */
 #include "ops.h"
 
@@ -12,7 +12,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
@@ -20,6 +19,13 @@
 #include "log.h"
 
 #define OPS_BLOCK_SIZE 4096
+
+/*
+ * Largest directory reply built at once, on the stack of the serving thread:
+ * a larger request gets a shorter reply and the kernel asks again from where
+ * it ended. 64 KiB is more than glibc's readdir asks for (32 KiB).
+ */
+#define OPS_READDIR_MAX (64u << 10)
 
 #define OPS_COUNT(fs, name) atomic_fetch_add_explicit(&(fs)->counters.name, 1, memory_order_relaxed)
 
@@ -229,17 +235,18 @@ static void ops_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 /*
  * One directory listing: position 0 is ".", 1 is "..", 2 + k is entry k;
  * each entry records the position of the next. With plus, every entry
- * carries its attributes so `ls -l` needs no lookups.
+ * carries its attributes so `ls -l` needs no lookups. No allocation: the
+ * reply is built in a buffer on the stack.
  */
 static void ops_readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
 {
 	struct ops_fs *fs = ops_fs_of(req);
+	char buf[OPS_READDIR_MAX];
 	char name[PYFS_NAME_MAX + 1];
 	struct fuse_entry_param e;
 	uint64_t count, pos;
 	uint32_t dir, child;
 	size_t used = 0;
-	char *buf;
 
 	OPS_COUNT(fs, readdirs);
 	if (!ops_index(fs, ino, &dir)) {
@@ -250,11 +257,8 @@ static void ops_readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_
 		fuse_reply_err(req, ENOTDIR);
 		return;
 	}
-	buf = malloc(size ? size : 1);
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
+	if (size > sizeof(buf))
+		size = sizeof(buf);
 	count = pyfs_image_entry_count(fs->image, dir);
 	for (pos = off < 0 ? 0 : (uint64_t)off; pos < count + 2; pos++) {
 		size_t len, need;
@@ -287,7 +291,6 @@ static void ops_readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_
 		used += need;
 	}
 	fuse_reply_buf(req, buf, used);
-	free(buf);
 }
 
 static void ops_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -350,7 +353,8 @@ static void ops_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &st);
 }
 
-size_t ops_format_stats(struct ops_fs *fs, char *buf, size_t size)
+/* Write the counters as "name value\n" lines into buf; returns the length (may truncate). */
+static size_t ops_format_stats(struct ops_fs *fs, char *buf, size_t size)
 {
 	const struct {
 		const char *name;

@@ -69,7 +69,4 @@ void ops_options_default(struct ops_options *options);
 /* The handlers; userdata of the session is a struct ops_fs. */
 extern const struct fuse_lowlevel_ops ops_lowlevel;
 
-/* Write the counters as "name value\n" lines into buf; returns the length (may truncate). */
-size_t ops_format_stats(struct ops_fs *fs, char *buf, size_t size);
-
 #endif /* OPS_H */

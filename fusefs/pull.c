@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include <hdf5.h>
 
@@ -33,14 +32,6 @@ struct pull_header {
 	uint64_t metadata_checksum;
 	uint64_t archive_size;
 };
-
-static double pull_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* Bytes this process has read with read(2) and friends so far (/proc/self/io rchar). */
 static uint64_t pull_rchar(void)
@@ -247,7 +238,7 @@ int pull_metadata(const struct pull_world *world, const char *archive,
 		  struct pyfs_image_parts *parts, struct pull_stats *stats, struct pyfs_err *err)
 {
 	struct pull_header h;
-	double start = pull_now();
+	double start = pyfs_now();
 	int rc, failed;
 
 	memset(&h, 0, sizeof(h));
@@ -285,7 +276,7 @@ int pull_metadata(const struct pull_world *world, const char *archive,
 out_free:
 	if (rc < 0)
 		pyfs_image_parts_free(parts);
-	stats->metadata_seconds = pull_now() - start;
+	stats->metadata_seconds = pyfs_now() - start;
 	return rc;
 }
 
@@ -435,7 +426,7 @@ int pull_payload(const struct pull_world *world, const char *archive,
 	stats->slice_offset = begin;
 	stats->slice_size = end - begin;
 	stats->rounds = rounds;
-	start = pull_now();
+	start = pyfs_now();
 	before = pull_rchar();
 	rc = pull_h5_open(world, archive, size, &h5, err);
 	rc = pull_agree(world->leaders, world->rank, rc, err, &failed);
@@ -455,17 +446,17 @@ int pull_payload(const struct pull_world *world, const char *archive,
 	pull_h5_close(&h5);
 	stats->file_bytes_read += pull_rchar() - before;
 	stats->collective = collective;
-	stats->read_seconds = pull_now() - start;
+	stats->read_seconds = pyfs_now() - start;
 	if (rc < 0)
 		return rc;
 
-	start = pull_now();
+	start = pyfs_now();
 	for (int node = 0; rc == 0 && node < world->node_count; node++) {
 		pull_slice(size, world->node_count, node, &begin, &end);
 		rc = pull_bcast(parts->payload + begin, end - begin, node, world->leaders, err);
 	}
 	rc = pull_agree(world->leaders, world->rank, rc, err, &failed);
-	stats->gather_seconds = pull_now() - start;
+	stats->gather_seconds = pyfs_now() - start;
 	return rc;
 }
 

@@ -12,13 +12,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <fuse_log.h>
@@ -85,29 +83,6 @@ void mount_fuse_log_capture(struct pyfs_err *capture)
 	}
 	log_captured[0] = '\0';
 	log_capture = capture;
-}
-
-uint64_t mount_rss_bytes(void)
-{
-	char line[256];
-	uint64_t kib = 0;
-	FILE *f = fopen("/proc/self/status", "re");
-
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmRSS: %" SCNu64 " kB", &kib) == 1)
-			break;
-	fclose(f);
-	return kib * 1024;
-}
-
-static double serve_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 /* Write our PID to path through a temporary name, so readers see all or nothing. */
@@ -185,7 +160,7 @@ static int serve_loop(const struct mount_config *config, struct fuse_session *se
 static int serve_foreground(const struct mount_config *config, struct fuse_session *se,
 			    const char *mountpoint, const char *ready_file, bool report)
 {
-	double start = serve_now();
+	double start = pyfs_now();
 
 	if (serve_mount(se, mountpoint) < 0)
 		return MOUNT_EXIT_FAILURE;
@@ -196,7 +171,7 @@ static int serve_foreground(const struct mount_config *config, struct fuse_sessi
 	}
 	if (report)
 		pyfs_info("mounted '%s' in %.3f s; serving in the foreground (pid %d)", mountpoint,
-			  serve_now() - start, (int)getpid());
+			  pyfs_now() - start, (int)getpid());
 	return serve_loop(config, se, ready_file);
 }
 
@@ -204,7 +179,7 @@ static int serve_foreground(const struct mount_config *config, struct fuse_sessi
 static int serve_child(const struct mount_config *config, struct fuse_session *se,
 		       const char *mountpoint, const char *ready_file, bool report, int ready_fd)
 {
-	double start = serve_now();
+	double start = pyfs_now();
 	int null_fd;
 
 	setsid();
@@ -222,7 +197,7 @@ static int serve_child(const struct mount_config *config, struct fuse_session *s
 	}
 	if (report)
 		pyfs_info("mounted '%s' in %.3f s; serving in the background (pid %d)", mountpoint,
-			  serve_now() - start, (int)getpid());
+			  pyfs_now() - start, (int)getpid());
 	/*
 	 * Let go of the launcher's streams before saying ready, so that whoever
 	 * reads our output sees its end when the parent exits.

@@ -172,7 +172,7 @@ static int bytes_add_field(struct bytes *b, const void *data, size_t len)
 	return bytes_add(b, "", 1);
 }
 
-/* Read from fd until *done says the buffer holds what is wanted, or EOF. */
+/* Append what fd has next to b: 1 when bytes came, 0 at end of file, or a negative errno. */
 static int read_more(int fd, struct bytes *b, struct pyfs_err *err)
 {
 	char chunk[65536];
@@ -187,8 +187,10 @@ static int read_more(int fd, struct bytes *b, struct pyfs_err *err)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			pyfs_err_set(err, "cannot read from the interpreter: %s", strerror(errno));
-			return -errno;
+			int ret = -errno;
+
+			pyfs_err_set(err, "cannot read from the interpreter: %s", strerror(-ret));
+			return ret;
 		}
 		if (n == 0)
 			return 0;
@@ -431,7 +433,11 @@ static bool has_suffix(const uint8_t *name, size_t len, const char *suffix)
 	return len > n && memcmp(name + len - n, suffix, n) == 0;
 }
 
-/* Collect every regular .py of dir and below, in tree order. */
+/*
+ * Collect every regular .py of dir, then of its subdirectories: the
+ * candidates of one directory are contiguous, so the __pycache__ add_pyc()
+ * creates for the first of them serves all the others.
+ */
 static int collect(struct pack_inode *dir, const char *tag, struct candidates *c)
 {
 	struct pack_entry *cache = pack_tree_lookup(dir, "__pycache__", 11), *pyc;
@@ -443,14 +449,9 @@ static int collect(struct pack_inode *dir, const char *tag, struct candidates *c
 	uint32_t i;
 	int ret;
 
-	for (i = 0; i < dir->entry_count; i++) {
+	/* A __pycache__ that is not a directory leaves no place for byte-code. */
+	for (i = 0; i < dir->entry_count && (!cache || cache_dir); i++) {
 		e = &dir->entries[i];
-		if (S_ISDIR(e->inode->mode)) {
-			ret = collect(e->inode, tag, c);
-			if (ret < 0)
-				return ret;
-			continue;
-		}
 		if (!S_ISREG(e->inode->mode) || !has_suffix(e->name, e->name_len, ".py"))
 			continue;
 		if (c->count == c->cap) {
@@ -474,6 +475,14 @@ static int collect(struct pack_inode *dir, const char *tag, struct candidates *c
 		pyc = n ? pack_tree_lookup(cache_dir, name, n) : NULL;
 		if (pyc)
 			item->pyc_entry = pyc - cache_dir->entries;
+	}
+	for (i = 0; i < dir->entry_count; i++) {
+		e = &dir->entries[i];
+		if (S_ISDIR(e->inode->mode)) {
+			ret = collect(e->inode, tag, c);
+			if (ret < 0)
+				return ret;
+		}
 	}
 	return 0;
 }
@@ -527,8 +536,14 @@ static int make_tmpdir(struct pack_python *py, struct pyfs_err *err)
 	return 0;
 }
 
+/*
+ * Send the helper one record per candidate that gets byte-code; the helper
+ * numbers the records it receives from 0, and sent[number] is the candidate
+ * of each (*sent_count of them).
+ */
 static int send_candidates(struct pack_python *py, struct pack_tree *tree,
-			   const struct candidates *c, bool *wanted, struct pyfs_err *err)
+			   const struct candidates *c, size_t *sent, size_t *sent_count,
+			   struct pyfs_err *err)
 {
 	struct pack_inode *root = pack_tree_root(tree);
 	struct pack_path rel = {0};
@@ -538,10 +553,10 @@ static int send_candidates(struct pack_python *py, struct pack_tree *tree,
 	size_t i, dir_len = 0, name_len;
 	int n, ret = 0;
 
+	*sent_count = 0;
 	for (i = 0; i < c->count && ret == 0; i++) {
 		const struct candidate *item = &c->items[i];
 
-		wanted[i] = false;
 		if (item->dir != last_dir) {
 			ret = dir_path(item->dir, root, &rel);
 			if (ret < 0)
@@ -563,7 +578,7 @@ static int send_candidates(struct pack_python *py, struct pack_tree *tree,
 			pack_path_truncate(&rel, dir_len);
 			continue;
 		}
-		wanted[i] = true;
+		sent[(*sent_count)++] = i;
 		pack_path_truncate(&rel, dir_len);
 		ret = pack_path_push(&rel, item->name, item->name_len);
 		if (ret < 0)
@@ -602,12 +617,12 @@ static int send_candidates(struct pack_python *py, struct pack_tree *tree,
 	return ret;
 }
 
-/* Put the compiled TMP/number.pyc into the tree for candidate number of c. */
+/* Put the compiled TMP/NUMBER.pyc (record number of the helper) into the tree for candidate. */
 static int add_pyc(struct pack_python *py, struct pack_tree *tree, struct candidates *c,
-		   size_t number, struct pyfs_err *err)
+		   size_t candidate, size_t number, struct pyfs_err *err)
 {
 	char path[sizeof(py->tmpdir) + 32], name[PYFS_NAME_MAX + 1];
-	struct candidate *item = &c->items[number];
+	struct candidate *item = &c->items[candidate];
 	struct pack_entry *entry = NULL;
 	size_t name_len, i;
 	struct stat st;
@@ -627,7 +642,7 @@ static int add_pyc(struct pack_python *py, struct pack_tree *tree, struct candid
 			return -ENOMEM;
 		}
 		/* The other sources of this directory follow this one. */
-		for (i = number + 1; i < c->count && c->items[i].dir == item->dir; i++)
+		for (i = candidate + 1; i < c->count && c->items[i].dir == item->dir; i++)
 			c->items[i].cache_dir = item->cache_dir;
 	}
 	if (item->pyc_entry >= 0)
@@ -648,7 +663,7 @@ int pack_python_compile(struct pack_python *py, struct pack_tree *tree, bool com
 	struct bytes b = {0};
 	char *fields[3], *end, how[64];
 	uint64_t failed = 0;
-	bool *wanted = NULL;
+	size_t *sent = NULL, sent_count = 0;
 	size_t pos = 0, used, number;
 	int ret = 0, status;
 
@@ -661,13 +676,13 @@ int pack_python_compile(struct pack_python *py, struct pack_tree *tree, bool com
 		pack_tree_sort(tree);
 		ret = collect(pack_tree_root(tree), py->tag, &c);
 		if (ret == 0 && c.count) {
-			wanted = calloc(c.count, sizeof(*wanted));
-			ret = wanted ? 0 : -ENOMEM;
+			sent = calloc(c.count, sizeof(*sent));
+			ret = sent ? 0 : -ENOMEM;
 		}
 		if (ret == -ENOMEM)
 			pyfs_err_set(err, "out of memory");
 		if (ret == 0)
-			ret = send_candidates(py, tree, &c, wanted, err);
+			ret = send_candidates(py, tree, &c, sent, &sent_count, err);
 	}
 	close(py->to_helper);
 	py->to_helper = -1;
@@ -707,23 +722,23 @@ int pack_python_compile(struct pack_python *py, struct pack_tree *tree, bool com
 			continue;
 		}
 		number = strtoul(fields[1], &end, 10);
-		if (*end || number >= c.count || !wanted[number]) {
+		if (*end || number >= sent_count) {
 			pyfs_err_set(err, "interpreter '%s' gave an unexpected answer", py->python);
 			ret = -EPROTO;
 			goto out_free;
 		}
 		if (fields[0][0] == 'o') {
-			ret = add_pyc(py, tree, &c, number, err);
+			ret = add_pyc(py, tree, &c, sent[number], number, err);
 			if (ret < 0)
 				goto out_free;
 			(*added)++;
 		} else {
 			if (!failed)
-				pyfs_warn("cannot compile '%s': %s", c.items[number].source->path,
-					  fields[2]);
+				pyfs_warn("cannot compile '%s': %s",
+					  c.items[sent[number]].source->path, fields[2]);
 			else
-				pyfs_debug("cannot compile '%s': %s", c.items[number].source->path,
-					   fields[2]);
+				pyfs_debug("cannot compile '%s': %s",
+					   c.items[sent[number]].source->path, fields[2]);
 			failed++;
 		}
 		pos += used;
@@ -740,7 +755,7 @@ int pack_python_compile(struct pack_python *py, struct pack_tree *tree, bool com
 			  failed);
 	pack_tree_sort(tree);
 out_free:
-	free(wanted);
+	free(sent);
 	free(c.items);
 	free(b.data);
 	return ret;

@@ -6,17 +6,20 @@
  * checksum proven. The target directory must be empty (it is created when
  * missing). Everything is created relative to directory descriptors with
  * O_NOFOLLOW/O_EXCL, so nothing outside the target can be reached; hard
- * links are made with linkat() to the first name; all-zero blocks of files
+ * links are made with linkat() to the first name, whose directory is resolved
+ * beneath the target without following symlinks; all-zero blocks of files
  * become holes; modes and mtimes (ns) are set last, a directory's after its
  * contents so a read-only directory can still be filled.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "image.h"
@@ -85,17 +88,49 @@ static int write_contents(struct extract *x, int fd, uint32_t index, uint64_t si
 	return 0;
 }
 
+/*
+ * Make name in dir_fd a hard link to first, the path (from the target) of a
+ * file extracted before. The directory of first is opened beneath the target
+ * without following any symlink (openat2), so a directory replaced by a
+ * symlink while we extract cannot point the link at a file elsewhere.
+ * Where openat2 is missing (or filtered out by a container's seccomp
+ * profile: EPERM), first is resolved as a plain path.
+ */
+static int link_first_name(struct extract *x, char *first, int dir_fd, const char *name)
+{
+	struct open_how how = {
+	    .flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+	    .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+	};
+	char *slash = strrchr(first, '/');
+	int parent_fd = x->root_fd, rc = 0;
+
+	if (slash) {
+		*slash = '\0';
+		parent_fd = (int)syscall(SYS_openat2, x->root_fd, first, &how, sizeof(how));
+		*slash = '/';
+		if (parent_fd < 0 && errno != ENOSYS && errno != EPERM)
+			return fail(x, "link", errno);
+	}
+	if (parent_fd < 0)
+		rc = linkat(x->root_fd, first, dir_fd, name, 0);
+	else
+		rc = linkat(parent_fd, slash ? slash + 1 : first, dir_fd, name, 0);
+	if (rc < 0)
+		rc = fail(x, "link", errno);
+	if (parent_fd >= 0 && parent_fd != x->root_fd)
+		close(parent_fd);
+	return rc;
+}
+
 static int extract_file(struct extract *x, int dir_fd, const char *name, uint32_t index,
 			const struct pyfs_inode *inode)
 {
 	struct timespec times[2];
 	int fd, ret;
 
-	if (inode->nlink > 1 && x->first_name[index]) {
-		if (linkat(x->root_fd, x->first_name[index], dir_fd, name, 0) < 0)
-			return fail(x, "link", errno);
-		return 0;
-	}
+	if (inode->nlink > 1 && x->first_name[index])
+		return link_first_name(x, x->first_name[index], dir_fd, name);
 	fd = openat(dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return fail(x, "create", errno);
@@ -255,8 +290,8 @@ int pack_extract(const char *archive, const char *dir)
 	times_of(root, times);
 	if (ret == 0 && (fchmod(x.root_fd, root->mode & PYFS_MODE_PERM_MASK) < 0 ||
 			 futimens(x.root_fd, times) < 0)) {
-		pyfs_error("cannot set the mode and times of '%s': %s", dir, strerror(errno));
 		ret = -errno;
+		pyfs_error("cannot set the mode and times of '%s': %s", dir, strerror(-ret));
 	}
 out_free:
 	if (x.root_fd >= 0)

@@ -24,14 +24,10 @@ static void report(const char *archive, const struct pyfs_err *err)
 		pyfs_error("'%s': %s", archive, err->msg);
 }
 
-/*
- * Load archive and prove its contents: the payload checksum always, every
- * file's own checksum when verify_files. Prints what is wrong; returns 0 or
- * a negative errno.
- */
-int pack_open_image(const char *archive, bool verify_files, struct pyfs_image **out)
+int pack_open_image(const char *archive, bool walk, struct pyfs_image **out)
 {
 	struct pyfs_image *image = NULL;
+	struct pyfs_image_totals totals;
 	struct pyfs_err err = {""};
 	int ret;
 
@@ -39,8 +35,19 @@ int pack_open_image(const char *archive, bool verify_files, struct pyfs_image **
 	ret = pyfs_archive_load(archive, &image, &err);
 	if (ret == 0)
 		ret = pyfs_image_verify_payload(image, &err);
-	if (ret == 0 && verify_files)
+	if (ret == 0)
 		ret = pyfs_image_verify_files(image, &err);
+	if (ret == 0 && walk) {
+		pyfs_image_get_totals(image, &totals);
+		if (totals.depth > PACK_DEPTH_MAX) {
+			pyfs_err_set(&err,
+				     "cannot walk '%s': its directories nest %" PRIu64
+				     " levels deep, more than the %d pyfs-pack walks (use "
+				     "pyfs-mount)",
+				     archive, totals.depth, PACK_DEPTH_MAX);
+			ret = -ELOOP;
+		}
+	}
 	if (ret < 0) {
 		if (!err.msg[0])
 			snprintf(err.msg, sizeof(err.msg), "%s", strerror(-ret));
@@ -54,7 +61,7 @@ int pack_open_image(const char *archive, bool verify_files, struct pyfs_image **
 }
 
 /* "drwxr-xr-x" for mode into buf (11 bytes). */
-void pack_mode_string(char *buf, uint32_t mode)
+static void pack_mode_string(char *buf, uint32_t mode)
 {
 	static const char rwx[] = "rwxrwxrwx";
 	int i;
@@ -146,7 +153,7 @@ int pack_verify(const char *archive)
 	struct pyfs_image_totals t;
 	struct pyfs_image *image = NULL;
 
-	if (pack_open_image(archive, true, &image) < 0)
+	if (pack_open_image(archive, false, &image) < 0)
 		return PACK_EXIT_FAILURE;
 	pyfs_image_get_totals(image, &t);
 	if (pyfs_log_threshold >= PYFS_LOG_INFO)

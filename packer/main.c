@@ -69,7 +69,7 @@ static void print_help(void)
 	    "\n"
 	    "Packing writes ARCHIVE under a temporary name in its directory and renames it\n"
 	    "at the end: an error or a signal leaves no partial archive. On a terminal a\n"
-	    "progress line is shown; a one-line summary ends every pack.\n"
+	    "progress line is shown; a one-line summary ends every pack (not with --quiet).\n"
 	    "\n"
 	    "Exit status:\n"
 	    "  0  success\n"
@@ -104,7 +104,6 @@ int main(int argc, char **argv)
 
 	pyfs_log_set_prefix("pyfs-pack");
 	argv[0] = (char *)"pyfs-pack"; /* getopt's messages name the tool, not its path */
-	pyfs_log_threshold = PYFS_LOG_INFO;
 	excludes = calloc((size_t)argc, sizeof(*excludes));
 	if (!excludes) {
 		pyfs_error("out of memory");
@@ -176,10 +175,7 @@ int main(int argc, char **argv)
 		usage_error("--python, --exclude, --no-compile and --force are for packing");
 		goto out;
 	}
-	if (opts.quiet)
-		pyfs_log_threshold = PYFS_LOG_WARN;
-	if (opts.verbose)
-		pyfs_log_threshold = PYFS_LOG_DEBUG;
+	pyfs_log_set_verbosity(PYFS_LOG_INFO, opts.verbose, opts.quiet);
 
 	argc -= optind;
 	argv += optind;

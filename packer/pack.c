@@ -27,10 +27,12 @@ static int check_archive(const char *archive, bool force, struct pyfs_err *err)
 	struct stat st;
 
 	if (lstat(archive, &st) < 0) {
-		if (errno == ENOENT)
+		int ret = -errno;
+
+		if (ret == -ENOENT)
 			return 0;
-		pyfs_err_set(err, "cannot use archive '%s': %s", archive, strerror(errno));
-		return -errno;
+		pyfs_err_set(err, "cannot use archive '%s': %s", archive, strerror(-ret));
+		return ret;
 	}
 	if (S_ISDIR(st.st_mode)) {
 		pyfs_err_set(err, "archive '%s' is a directory", archive);
@@ -139,7 +141,7 @@ int pack_run(const struct pack_options *opts)
 	struct pack_write_stats wstats;
 	struct pyfs_err err = {""};
 	uint64_t compiled = 0;
-	double start = pack_now(), t;
+	double start = pyfs_now(), t;
 	struct stat st;
 	int ret;
 
@@ -208,12 +210,12 @@ int pack_run(const struct pack_options *opts)
 		const struct pack_tree_stats *s = pack_tree_stats(tree);
 		uint64_t files = s->files, bytes = s->file_bytes;
 
-		t = pack_now();
+		t = pyfs_now();
 		ret = pack_tree_add_source(tree, ids[i].path, (int)i, &err);
 		if (ret < 0)
 			goto out_error;
 		pyfs_debug("source '%s': %" PRIu64 " files, %" PRIu64 " bytes, read in %.3f s",
-			   ids[i].path, s->files - files, s->file_bytes - bytes, pack_now() - t);
+			   ids[i].path, s->files - files, s->file_bytes - bytes, pyfs_now() - t);
 	}
 	{
 		const struct pack_tree_stats *s = pack_tree_stats(tree);
@@ -227,15 +229,15 @@ int pack_run(const struct pack_options *opts)
 	report_pth(pack_tree_root(tree));
 
 	if (py) {
-		t = pack_now();
+		t = pyfs_now();
 		ret = pack_python_compile(py, tree, !opts->no_compile, &compiled, &err);
 		if (ret < 0)
 			goto out_error;
 		if (compiled)
 			pyfs_info("added %" PRIu64 " .pyc files compiled by '%s' (%.2f s)",
-				  compiled, python, pack_now() - t);
+				  compiled, python, pyfs_now() - t);
 		else if (!opts->no_compile)
-			pyfs_debug("byte-code: all valid (checked in %.3f s)", pack_now() - t);
+			pyfs_debug("byte-code: all valid (checked in %.3f s)", pyfs_now() - t);
 	}
 
 	/* Pass 2. */
@@ -250,7 +252,7 @@ int pack_run(const struct pack_options *opts)
 		       ? (double)wstats.payload_bytes / wstats.copy_seconds / 1e6
 		       : 0.0,
 		   wstats.finish_seconds);
-	print_summary(opts->archive, &wstats, pack_now() - start);
+	print_summary(opts->archive, &wstats, pyfs_now() - start);
 	ret = 0;
 	goto out_free;
 

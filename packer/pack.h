@@ -26,6 +26,14 @@
 #define PACK_EXIT_FAILURE 1
 #define PACK_EXIT_USAGE	  2
 
+/*
+ * Deepest directory nesting (levels below the archive root) that pyfs-pack
+ * packs, lists and extracts. Its walks recurse once per level, so this
+ * bounds their stack to well under 1 MiB; no path can name a deeper file
+ * anyway (PATH_MAX is 4096 bytes, at least 2 a level).
+ */
+#define PACK_DEPTH_MAX 1024
+
 struct pack_options {
 	const char *archive;
 	char **sources;
@@ -53,13 +61,12 @@ struct pyfs_image;
 
 /*
  * Load archive through the library (which validates its structure and
- * metadata checksum) and check the payload checksum, and every file's own
- * checksum when verify_files. Prints what is wrong; 0 or a negative errno.
+ * metadata checksum) and check the payload checksum and every file's own
+ * checksum. With walk (the caller recurses through the tree), also refuse
+ * directories nested deeper than PACK_DEPTH_MAX. Prints what is wrong; 0 or
+ * a negative errno.
  */
-int pack_open_image(const char *archive, bool verify_files, struct pyfs_image **out);
-
-/* "drwxr-xr-x"-style text for mode into buf (11 bytes). */
-void pack_mode_string(char *buf, uint32_t mode);
+int pack_open_image(const char *archive, bool walk, struct pyfs_image **out);
 
 /* ---- util.c ---- */
 
@@ -74,8 +81,6 @@ extern volatile sig_atomic_t pack_interrupted;
 void pack_signals_install(void);
 void pack_signals_guard_file(const char *path); /* NULL: nothing to remove */
 void pack_signals_reraise(void);		/* die by the caught signal, if any */
-
-double pack_now(void); /* monotonic seconds */
 
 /* A growable path (NUL-terminated); push appends "/name" (or name when empty). */
 struct pack_path {

@@ -14,7 +14,7 @@ void pack_progress_start(struct pack_progress *progress, bool enabled, uint64_t 
 			 uint64_t bytes_total)
 {
 	progress->enabled = enabled;
-	progress->start = pack_now();
+	progress->start = pyfs_now();
 	progress->last = progress->start;
 	progress->files_total = files_total;
 	progress->bytes_total = bytes_total;
@@ -32,7 +32,7 @@ void pack_progress_update(struct pack_progress *progress, uint64_t files_done, u
 		return;
 	progress->files_done = files_done;
 	progress->bytes_done = bytes_done;
-	now = pack_now();
+	now = pyfs_now();
 	if (now - progress->last < PROGRESS_INTERVAL)
 		return;
 	progress->last = now;

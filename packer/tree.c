@@ -52,6 +52,9 @@ struct pack_tree {
 
 	struct pack_path rel; /* archive path of the entry being walked */
 	struct pack_path abs; /* its path on disk */
+	unsigned int depth;   /* walk_dir() calls under way: the level of a directory found */
+
+	char link_target[PYFS_SYMLINK_MAX + 2]; /* here, not on the stack of every level */
 };
 
 static void *arena_alloc(struct pack_tree *tree, size_t size)
@@ -377,7 +380,6 @@ static int add_entry(struct pack_tree *tree, struct pack_inode *dir, uint32_t ba
 		     const char *at_name, const char *name, size_t len, const struct stat *st,
 		     int source, struct pyfs_err *err)
 {
-	char target[PYFS_SYMLINK_MAX + 2];
 	struct pack_entry *existing = lookup_range(dir, base, name, len);
 	struct pack_inode *inode;
 	uint32_t perm = st->st_mode & PYFS_MODE_PERM_MASK;
@@ -400,6 +402,14 @@ static int add_entry(struct pack_tree *tree, struct pack_inode *dir, uint32_t ba
 
 	switch (st->st_mode & S_IFMT) {
 	case S_IFDIR:
+		/* One level is left for the __pycache__ of the deepest sources. */
+		if (tree->depth >= PACK_DEPTH_MAX) {
+			pyfs_err_set(err,
+				     "directory nested deeper than the %d levels pyfs-pack packs: "
+				     "'%s'",
+				     PACK_DEPTH_MAX - 1, tree->abs.buf);
+			return -ELOOP;
+		}
 		fd = openat(at_fd, at_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0) {
 			ret = -errno;
@@ -444,7 +454,7 @@ static int add_entry(struct pack_tree *tree, struct pack_inode *dir, uint32_t ba
 		return entry_append(tree, dir, name, len, inode) ? 0 : -ENOMEM;
 
 	case S_IFLNK:
-		n = readlinkat(at_fd, at_name, target, sizeof(target));
+		n = readlinkat(at_fd, at_name, tree->link_target, sizeof(tree->link_target));
 		if (n < 0) {
 			ret = -errno;
 			pyfs_err_set(err, "cannot read symlink '%s': %s", tree->abs.buf,
@@ -460,7 +470,7 @@ static int add_entry(struct pack_tree *tree, struct pack_inode *dir, uint32_t ba
 			return -ENOMEM;
 		time_of(&st->st_mtim, &inode->mtime_sec, &inode->mtime_nsec);
 		inode->size = (uint64_t)n;
-		inode->target = arena_copy(tree, target, (size_t)n);
+		inode->target = arena_copy(tree, tree->link_target, (size_t)n);
 		if (!inode->target)
 			return -ENOMEM;
 		tree->stats.symlinks++;
@@ -494,6 +504,7 @@ static int walk_dir(struct pack_tree *tree, struct pack_inode *dir, int fd, int 
 		close(fd);
 		return ret;
 	}
+	tree->depth++;
 	sort_dir(dir);
 	for (;;) {
 		if (pack_interrupted) {
@@ -536,6 +547,7 @@ static int walk_dir(struct pack_tree *tree, struct pack_inode *dir, int fd, int 
 			break;
 	}
 	closedir(d);
+	tree->depth--;
 	if (ret == -ENOMEM)
 		pyfs_err_set(err, "out of memory while reading '%s'", tree->abs.buf);
 	sort_dir(dir);

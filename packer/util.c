@@ -1,5 +1,5 @@
 /*
- * util.c - small helpers of pyfs-pack: signals, clocks, paths of any length,
+ * util.c - small helpers of pyfs-pack: signals, paths of any length,
  * escaping names for display, human-readable sizes.
  */
 #include <errno.h>
@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "pack.h"
@@ -65,14 +64,6 @@ void pack_signals_reraise(void)
 		return;
 	signal(sig, SIG_DFL);
 	raise(sig);
-}
-
-double pack_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static int path_reserve(struct pack_path *path, size_t need)

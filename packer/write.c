@@ -277,8 +277,9 @@ static int compare_by_size(const void *a, const void *b)
 }
 
 /*
- * Open inode's file and check it is still what pass 1 saw. Generated files
- * (byte-code) are only checked for size.
+ * Open inode's file and check it is still what pass 1 saw: identity, size,
+ * mtime and ctime (so a chmod since counts too). Generated files (byte-code)
+ * are only checked for size.
  */
 static int open_checked(const struct pack_inode *inode, int *fd_out, struct stat *st,
 			struct pyfs_err *err)
@@ -300,7 +301,9 @@ static int open_checked(const struct pack_inode *inode, int *fd_out, struct stat
 	if (!S_ISREG(st->st_mode) || (uint64_t)st->st_size != inode->size ||
 	    (inode->source >= 0 && (st->st_dev != inode->dev || st->st_ino != inode->ino ||
 				    st->st_mtim.tv_sec != inode->mtime_sec ||
-				    (uint32_t)st->st_mtim.tv_nsec != inode->mtime_nsec))) {
+				    (uint32_t)st->st_mtim.tv_nsec != inode->mtime_nsec ||
+				    st->st_ctim.tv_sec != inode->ctime_sec ||
+				    (uint32_t)st->st_ctim.tv_nsec != inode->ctime_nsec))) {
 		pyfs_err_set(err, "'%s' changed while being packed", inode->path);
 		close(fd);
 		return -ESTALE;
@@ -671,7 +674,7 @@ int pack_write(struct pack_tree *tree, const char *archive, bool force, bool pro
 	struct copier cp = {.fd = -1};
 	struct stat st;
 	char *tmp = NULL;
-	double t0 = pack_now(), t1;
+	double t0 = pyfs_now(), t1;
 	int ret, dir_fd;
 
 	memset(stats, 0, sizeof(*stats));
@@ -706,7 +709,7 @@ int pack_write(struct pack_tree *tree, const char *archive, bool force, bool pro
 	if (ret < 0)
 		goto out_free;
 	assign_offsets(&l);
-	t1 = pack_now();
+	t1 = pyfs_now();
 	stats->hash_seconds = t1 - t0;
 
 	/* The archive, at a temporary name until complete. */
@@ -714,17 +717,22 @@ int pack_write(struct pack_tree *tree, const char *archive, bool force, bool pro
 	shape.dirent_count = l.dirent_count;
 	shape.names_size = l.names_size;
 	shape.payload_size = l.payload_size;
+	/*
+	 * Created here, exclusively and not through a symlink, so that the writer
+	 * and the copy below use a file that is ours even in a shared directory.
+	 */
+	cp.fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (cp.fd < 0) {
+		ret = -errno;
+		pyfs_err_set(err, "cannot create archive '%s' (as '%s'): %s", archive, tmp,
+			     strerror(-ret));
+		goto out_free;
+	}
 	pack_signals_guard_file(tmp);
 	ret = pyfs_writer_create(tmp, &shape, &writer, err);
 	if (ret < 0)
 		goto out_unlink;
 	cp.file_offset = pyfs_writer_payload_file_offset(writer);
-	cp.fd = open(tmp, O_WRONLY | O_CLOEXEC);
-	if (cp.fd < 0) {
-		ret = -errno;
-		pyfs_err_set(err, "cannot open '%s': %s", tmp, strerror(errno));
-		goto out_abort;
-	}
 	XXH3_64bits_reset(cp.payload_state);
 	pack_progress_start(&cp.progress, progress, l.copy_files, l.payload_size);
 	ret = copy_all(&l, &cp, err);
@@ -738,8 +746,8 @@ int pack_write(struct pack_tree *tree, const char *archive, bool force, bool pro
 		pyfs_err_set(err, "cannot extend '%s': %s", tmp, strerror(errno));
 		goto out_abort;
 	}
-	stats->copy_seconds = pack_now() - t1;
-	t1 = pack_now();
+	stats->copy_seconds = pyfs_now() - t1;
+	t1 = pyfs_now();
 
 	ret = pyfs_writer_finish(writer, l.records, l.dirents, l.names,
 				 XXH3_64bits_digest(cp.payload_state), err);
@@ -765,7 +773,7 @@ int pack_write(struct pack_tree *tree, const char *archive, bool force, bool pro
 		fsync(dir_fd);
 		close(dir_fd);
 	}
-	stats->finish_seconds = pack_now() - t1;
+	stats->finish_seconds = pyfs_now() - t1;
 	stats->files = l.files;
 	stats->dirs = l.dirs;
 	stats->symlinks = l.symlinks;
