@@ -606,10 +606,10 @@ int pyfs_archive_open(const char *path, struct pyfs_archive **out, struct pyfs_e
 	 */
 	if (superblock < 2) {
 		pyfs_err_set(err,
-			     "'%s' is not a pyfs archive (no '%s' attribute): its HDF5 superblock "
-			     "version %d has no metadata checksums, and pyfs reads version 2 or "
-			     "later only (what pyfs-pack writes)",
-			     path, PYFS_ATTR_FORMAT, superblock);
+			     "'%s' is not a pyfs archive: its HDF5 superblock version %d has no "
+			     "metadata checksums; pyfs reads version 2 or later only (what "
+			     "pyfs-pack writes): pack it again",
+			     path, superblock);
 		goto out_close;
 	}
 	/* Archives never change once written: no need for HDF5's file locks. */

@@ -492,11 +492,18 @@ static void image_count_totals(const struct pyfs_image_parts *parts,
 	}
 }
 
-int pyfs_image_create(struct pyfs_image_parts *parts, struct pyfs_image **out, struct pyfs_err *err)
+/*
+ * Every rule of pyfs_image_create() (see image.h), on parts as they are: the
+ * payload bytes are not read, only payload_size. On success *parent_out gets
+ * the directory of each inode (inode_count entries, from pyfs_buffer_alloc)
+ * and *depth the levels of directories below the root.
+ */
+static int image_check(const struct pyfs_image_parts *parts, uint32_t **parent_out, uint64_t *depth,
+		       struct pyfs_err *err)
 {
 	struct image_tree_scratch scratch = {NULL, NULL, NULL};
-	struct pyfs_image *image = NULL;
-	uint64_t computed, depth;
+	uint32_t *parent = NULL;
+	uint64_t computed;
 	int ret = -EINVAL;
 
 	if (parts->inode_count == 0) {
@@ -530,40 +537,70 @@ int pyfs_image_create(struct pyfs_image_parts *parts, struct pyfs_image **out, s
 			goto out;
 	}
 
-	ret = -ENOMEM;
-	image = calloc(1, sizeof(*image));
-	if (!image)
-		goto out_nomem;
-	image->parent = pyfs_buffer_alloc(parts->inode_count * sizeof(uint32_t));
+	parent = pyfs_buffer_alloc(parts->inode_count * sizeof(uint32_t));
 	scratch.names = calloc(parts->inode_count, sizeof(uint32_t));
 	scratch.queue = malloc(parts->inode_count * sizeof(uint32_t));
 	scratch.covered = calloc(parts->dirent_count / 8 + 1, 1);
-	if (!image->parent || !scratch.names || !scratch.queue || !scratch.covered)
-		goto out_nomem;
-	ret = image_check_tree(parts, &scratch, image->parent, &depth, err);
+	if (!parent || !scratch.names || !scratch.queue || !scratch.covered) {
+		pyfs_err_set(err, "cannot check the tree of %" PRIu64 " inodes: %s",
+			     parts->inode_count, strerror(ENOMEM));
+		ret = -ENOMEM;
+		goto out_free;
+	}
+	ret = image_check_tree(parts, &scratch, parent, depth, err);
 	if (ret)
-		goto out_free_image;
+		goto out_free;
+	*parent_out = parent;
+	parent = NULL;
 
+out_free:
+	if (parent)
+		pyfs_buffer_free(parent, parts->inode_count * sizeof(uint32_t));
+	free(scratch.names);
+	free(scratch.queue);
+	free(scratch.covered);
+out:
+	return ret;
+}
+
+int pyfs_image_check_metadata(const struct pyfs_image_parts *parts, struct pyfs_err *err)
+{
+	uint32_t *parent = NULL;
+	uint64_t depth;
+	int ret = image_check(parts, &parent, &depth, err);
+
+	if (ret == 0)
+		pyfs_buffer_free(parent, parts->inode_count * sizeof(uint32_t));
+	return ret;
+}
+
+int pyfs_image_create(struct pyfs_image_parts *parts, struct pyfs_image **out, struct pyfs_err *err)
+{
+	struct pyfs_image *image;
+	uint32_t *parent = NULL;
+	uint64_t depth;
+	int ret;
+
+	ret = image_check(parts, &parent, &depth, err);
+	if (ret)
+		goto out;
+	image = calloc(1, sizeof(*image));
+	if (!image) {
+		pyfs_err_set(err, "cannot allocate the image of %" PRIu64 " inodes: %s",
+			     parts->inode_count, strerror(ENOMEM));
+		ret = -ENOMEM;
+		goto out_free_parent;
+	}
+	image->parent = parent;
 	image_count_totals(parts, &image->totals);
 	image->totals.depth = depth;
 	image->parts = *parts;
 	memset(parts, 0, sizeof(*parts));
 	*out = image;
-	image = NULL;
-	ret = 0;
-	goto out_free_scratch;
+	goto out;
 
-out_nomem:
-	pyfs_err_set(err, "cannot allocate the image of %" PRIu64 " inodes: %s", parts->inode_count,
-		     strerror(ENOMEM));
-out_free_image:
-	if (image)
-		pyfs_buffer_free(image->parent, parts->inode_count * sizeof(uint32_t));
-	free(image);
-out_free_scratch:
-	free(scratch.names);
-	free(scratch.queue);
-	free(scratch.covered);
+out_free_parent:
+	pyfs_buffer_free(parent, parts->inode_count * sizeof(uint32_t));
 out:
 	return ret;
 }

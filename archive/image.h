@@ -76,6 +76,13 @@ void pyfs_image_parts_free(struct pyfs_image_parts *parts);
 int pyfs_image_create(struct pyfs_image_parts *parts, struct pyfs_image **out,
 		      struct pyfs_err *err);
 
+/*
+ * The checks of pyfs_image_create() alone, on parts that stay the caller's:
+ * the payload is not read (it may be NULL; payload_size bounds the files).
+ * For a writer checking the metadata it wrote. Returns as pyfs_image_create().
+ */
+int pyfs_image_check_metadata(const struct pyfs_image_parts *parts, struct pyfs_err *err);
+
 void pyfs_image_destroy(struct pyfs_image *image);
 
 /*

@@ -113,8 +113,10 @@ static void mount_usage(FILE *out)
 	    "Counters of the live mount (lookups, misses, opens, reads, bytes served):\n"
 	    "  getfattr -n " OPS_STATS_XATTR " MOUNTPOINT   (or Python's os.getxattr)\n"
 	    "\n"
-	    "Exit status: 0 mounted (with -f: unmounted cleanly), 1 failure (every rank\n"
-	    "reports the same error and nothing is mounted), 2 usage error.\n");
+	    "Exit status: 0 mounted (with -f: unmounted cleanly), 1 failure, 2 usage error.\n"
+	    "Up to the pull and its checks every rank fails together, with the same error,\n"
+	    "and nothing is mounted anywhere; the mount itself (after MPI ends) is per\n"
+	    "node: a node where it fails exits 1 while the others serve.\n");
 }
 
 static void mount_version(void)

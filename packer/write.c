@@ -13,7 +13,9 @@
  * each file's XXH3-64 and the whole payload's XXH3-64 computed on the way.
  * A file whose identity, size or times change between pass 1 and the end of
  * its copy is an error. All-zero blocks are left as holes. At the end the
- * writer adds the metadata, the file is synced and renamed into place.
+ * writer adds the metadata, which is read back and checked as every reader
+ * checks it (an internal error if not), and the file is synced and renamed
+ * into place.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -664,6 +666,34 @@ static int rename_into_place(const char *tmp, const char *archive, bool force, s
 	return ret;
 }
 
+/*
+ * Read the metadata of the archive just written at tmp back through the
+ * library and run every reader's checks on it (format attributes, dataset
+ * shapes, structure, metadata checksum), the payload left unread. Failing
+ * them is a bug of pyfs-pack, reported as an internal error.
+ */
+static int check_written(const char *tmp, struct pyfs_err *err)
+{
+	struct pyfs_image_parts parts = {0};
+	struct pyfs_archive *written = NULL;
+	struct pyfs_err why = {""};
+	int ret;
+
+	ret = pyfs_archive_open(tmp, &written, &why);
+	if (ret == 0)
+		ret = pyfs_archive_read_metadata(written, &parts, &why);
+	if (ret == 0)
+		ret = pyfs_image_check_metadata(&parts, &why);
+	pyfs_image_parts_free(&parts);
+	pyfs_archive_close(written);
+	if (ret == -ENOMEM)
+		pyfs_err_set(err, "%s", why.msg);
+	else if (ret < 0)
+		pyfs_err_set(err, "internal error: the archive written fails validation: %s",
+			     why.msg);
+	return ret;
+}
+
 int pack_write(struct pack_tree *tree, const char *archive, bool force, bool progress,
 	       struct pack_write_stats *stats, struct pyfs_err *err)
 {
@@ -674,7 +704,7 @@ int pack_write(struct pack_tree *tree, const char *archive, bool force, bool pro
 	struct copier cp = {.fd = -1};
 	struct stat st;
 	char *tmp = NULL;
-	double t0 = pyfs_now(), t1;
+	double t0 = pyfs_now(), t1, t2;
 	int ret, dir_fd;
 
 	memset(stats, 0, sizeof(*stats));
@@ -759,6 +789,11 @@ int pack_write(struct pack_tree *tree, const char *archive, bool force, bool pro
 		ret = -EINTR;
 		goto out_unlink;
 	}
+	t2 = pyfs_now();
+	ret = check_written(tmp, err);
+	if (ret < 0)
+		goto out_unlink;
+	pyfs_debug("archive written passes validation (checked in %.3f s)", pyfs_now() - t2);
 	if (fsync(cp.fd) < 0) {
 		ret = -errno;
 		pyfs_err_set(err, "cannot write '%s': %s", tmp, strerror(errno));

@@ -6,6 +6,8 @@
 # left and the created directories are gone; the epilogue exits 0 on mounts
 # that are already gone and clears stale mounts (daemons SIGKILLed); the
 # prologue clears stale mounts too, and refuses a live one without touching it.
+# The PYTHONPATH it exports puts the mount in front of the job's own, and adds
+# no empty entry (the current directory) when the job has none.
 . "$(dirname "$0")/lib.sh"
 
 need_fuse
@@ -73,9 +75,10 @@ expect_message "cannot open archive"
 t0=$(date +%s%N)
 out=$(prologue --ranks-as-nodes --np $N "$WORK/env.h5" "$pattern") || fail "prologue failed"
 note "prologue ($N ranks-as-nodes) $((($(date +%s%N) - t0) / 1000000)) ms"
+export PYTHONPATH="$WORK/job's own" # evaluated after the prologue ran
 eval "$out"
 [ "$PYFS_MOUNTPOINT" = "$pattern" ] || fail "prologue exported PYFS_MOUNTPOINT='$PYFS_MOUNTPOINT'"
-[ "$PYTHONPATH" = "${mps[0]}" ] || fail "prologue exported PYTHONPATH='$PYTHONPATH'"
+[ "$PYTHONPATH" = "${mps[0]}:$WORK/job's own" ] || fail "prologue exported PYTHONPATH='$PYTHONPATH'"
 (cd "$NUMPY_TREE" && find . | sort) >"$WORK/tree.list"
 for m in "${mps[@]}"; do
 	mounted "$m" || fail "'$m' is not mounted after the prologue"
@@ -119,7 +122,7 @@ grep -q "clearing stale mount" "$WORK/err" || fail "epilogue did not report the 
 nothing_left "after the epilogue on stale mounts"
 
 # --- $PBS_NODEFILE (one line per slot): one pyfs-mount per host; --local ---
-unset PYFS_MOUNTPOINT
+unset PYFS_MOUNTPOINT PYTHONPATH
 printf 'localhost\nlocalhost\n' >"$WORK/nodefile"
 eval "$(PBS_NODEFILE=$WORK/nodefile prologue -q "$WORK/env.h5" "$MNT/single")" ||
 	fail "single-node prologue failed"
@@ -133,7 +136,7 @@ nothing_left "after the single-node epilogue"
 # --- the README's examples for plain mpirun and PBS, as users run them -------
 cat >"$WORK/check.py" <<'EOF'
 import os, sys
-mp = os.environ["PYTHONPATH"]
+mp = os.environ["PYTHONPATH"].split(os.pathsep)[0]
 import numpy, mpi4py
 from mpi4py import MPI
 for m in (numpy, mpi4py, MPI):

@@ -445,16 +445,79 @@ Test(archive_reader, non_hdf5_file_is_refused)
 	expect_open_fails(path, -EINVAL, "is not an HDF5 file");
 }
 
+/*
+ * A new HDF5 file at path with superblock version superblock: 2 (the 1.8
+ * format pyfs-pack writes, checksummed metadata) or 0 (HDF5's default, no
+ * checksums). Returns it open for writing.
+ */
+static hid_t h5_create(const char *path, unsigned superblock)
+{
+	hid_t fapl, file;
+	H5F_info2_t info;
+
+	H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+	fapl = H5Pcreate(H5P_FILE_ACCESS);
+	cr_assert_geq(fapl, 0);
+	if (superblock >= 2)
+		cr_assert_geq(H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18), 0);
+	file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+	cr_assert_geq(file, 0, "cannot create '%s'", path);
+	H5Pclose(fapl);
+	cr_assert_geq(H5Fget_info2(file, &info), 0);
+	cr_assert_eq(info.super.version, superblock, "superblock version %u, wanted %u",
+		     info.super.version, superblock);
+	return file;
+}
+
+/* Give file a root attribute name: count fixed-length strings of size bytes from value. */
+static void h5_add_strings(hid_t file, const char *name, hsize_t count, size_t size,
+			   const void *value)
+{
+	hid_t type = H5Tcopy(H5T_C_S1), space, attr;
+
+	cr_assert_geq(H5Tset_size(type, size), 0);
+	space = count ? H5Screate_simple(1, &count, NULL) : H5Screate(H5S_SCALAR);
+	attr = H5Acreate2(file, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+	cr_assert_geq(attr, 0);
+	cr_assert_geq(H5Awrite(attr, type, value), 0);
+	H5Aclose(attr);
+	H5Sclose(space);
+	H5Tclose(type);
+}
+
 Test(archive_reader, hdf5_file_without_format_is_refused)
 {
 	const char *path = helper_temp_path("plain.h5");
-	hid_t file;
 
-	H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-	file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-	cr_assert_geq(file, 0);
-	H5Fclose(file);
+	/* Superblock version 2, so that it is the missing attribute that is refused. */
+	cr_assert_geq(H5Fclose(h5_create(path, 2)), 0);
 	expect_open_fails(path, -EINVAL, "is not a pyfs archive (no 'format' attribute)");
+	cr_assert_null(strstr(err.msg, "superblock"), "%s", err.msg);
+}
+
+Test(archive_reader, superblock_without_checksums_is_refused)
+{
+	const char *path = helper_temp_path("old-format.h5");
+	hid_t file = h5_create(path, 0);
+
+	/* Even with the right format name: HDF5 metadata without checksums is not parsed. */
+	h5_add_strings(file, PYFS_ATTR_FORMAT, 0, strlen(PYFS_FORMAT_NAME), PYFS_FORMAT_NAME);
+	cr_assert_geq(H5Fclose(file), 0);
+	expect_open_fails(path, -EINVAL, "superblock version 0 has no metadata checksums");
+}
+
+Test(archive_reader, format_with_several_elements_is_refused)
+{
+	const char *path = helper_temp_path("format-array.h5");
+	enum { COUNT = 10, SIZE = 63 }; /* 630 bytes: far more than one format name holds */
+	static char names[COUNT][SIZE];
+	hid_t file = h5_create(path, 2);
+
+	for (size_t i = 0; i < COUNT; i++)
+		memcpy(names[i], PYFS_FORMAT_NAME, strlen(PYFS_FORMAT_NAME));
+	h5_add_strings(file, PYFS_ATTR_FORMAT, COUNT, SIZE, names);
+	cr_assert_geq(H5Fclose(file), 0);
+	expect_open_fails(path, -EINVAL, "is not a pyfs archive ('format' is not a short");
 }
 
 /* Replace root attribute name of the archive at path by a scalar of type holding value. */

@@ -966,11 +966,39 @@ ParameterizedTest(size_t *row, image_validate, refuses_corrupt_parts)
 		  err.msg);
 	cr_assert_eq(img, (struct pyfs_image *)&parts, "%s: *out set on failure", c->what);
 	cr_assert_eq(memcmp(&parts, &saved, sizeof(parts)), 0, "%s: parts changed", c->what);
+
+	/* The metadata-only check applies the same rules, without the payload bytes. */
+	parts.payload = NULL;
+	memset(&err, 0, sizeof(err));
+	ret = pyfs_image_check_metadata(&parts, &err);
+	parts.payload = saved.payload;
+	cr_assert_eq(ret, -EINVAL, "%s: check_metadata got %d (%s)", c->what, ret, err.msg);
+	cr_assert(strstr(err.msg, c->message), "%s: check_metadata: expected '%s' in '%s'", c->what,
+		  c->message, err.msg);
+	cr_assert_eq(memcmp(&parts, &saved, sizeof(parts)), 0, "%s: check_metadata changed parts",
+		     c->what);
 	if (parts.inode_count > UINT32_MAX || parts.dirent_count > UINT32_MAX) {
 		/* The counts were faked: free what was really allocated. */
 		parts.inode_count = orig.inode_count;
 		parts.dirent_count = orig.dirent_count;
 	}
+	pyfs_image_parts_free(&parts);
+}
+
+Test(image_validate, check_metadata_accepts_the_sample_without_its_payload)
+{
+	struct pyfs_image_parts parts, saved;
+	uint8_t *payload;
+
+	helper_sample_parts(&parts);
+	payload = parts.payload;
+	parts.payload = NULL; /* only payload_size bounds the files */
+	saved = parts;
+	memset(&err, 0, sizeof(err));
+	cr_assert_eq(pyfs_image_check_metadata(&parts, &err), 0, "%s", err.msg);
+	cr_assert_eq(memcmp(&parts, &saved, sizeof(parts)), 0, "parts changed");
+	cr_assert_eq(err.msg[0], '\0', "message on success: %s", err.msg);
+	parts.payload = payload;
 	pyfs_image_parts_free(&parts);
 }
 
