@@ -467,17 +467,7 @@ static int mount_make_image(const struct mount_config *config, struct mount_stat
 /* Resident memory of this process (VmRSS), in bytes. */
 static uint64_t mount_rss_bytes(void)
 {
-	char line[256];
-	uint64_t kib = 0;
-	FILE *f = fopen("/proc/self/status", "re");
-
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmRSS: %" SCNu64 " kB", &kib) == 1)
-			break;
-	fclose(f);
-	return kib * 1024;
+	return pull_proc_value("/proc/self/status", "VmRSS:") * 1024;
 }
 
 /* --verbose, leaders (collectively): rank 0 reports the pull of every node. */

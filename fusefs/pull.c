@@ -33,20 +33,27 @@ struct pull_header {
 	uint64_t archive_size;
 };
 
-/* Bytes this process has read with read(2) and friends so far (/proc/self/io rchar). */
-static uint64_t pull_rchar(void)
+uint64_t pull_proc_value(const char *path, const char *key)
 {
-	char line[128];
+	char line[256];
+	size_t key_len = strlen(key);
 	uint64_t value = 0;
-	FILE *f = fopen("/proc/self/io", "re");
+	FILE *f = fopen(path, "re");
 
 	if (!f)
 		return 0;
 	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "rchar: %" SCNu64, &value) == 1)
+		if (strncmp(line, key, key_len) == 0 &&
+		    sscanf(line + key_len, " %" SCNu64, &value) == 1)
 			break;
 	fclose(f);
 	return value;
+}
+
+/* Bytes this process has read with read(2) and friends so far (/proc/self/io rchar). */
+static uint64_t pull_rchar(void)
+{
+	return pull_proc_value("/proc/self/io", "rchar:");
 }
 
 /* The one mapping of an MPI error into ours: the text of the MPI error, -EIO. */

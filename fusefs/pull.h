@@ -88,4 +88,10 @@ int pull_payload(const struct pull_world *world, const char *archive,
 int pull_gather_stats(const struct pull_world *world, const struct pull_stats *mine,
 		      struct pull_stats *all, struct pyfs_err *err);
 
+/*
+ * The number after key (e.g. "VmRSS:") in a /proc file such as /proc/self/status,
+ * or 0 when the file or the key is missing.
+ */
+uint64_t pull_proc_value(const char *path, const char *key);
+
 #endif /* PULL_H */

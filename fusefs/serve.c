@@ -183,6 +183,13 @@ static int serve_child(const struct mount_config *config, struct fuse_session *s
 	int null_fd;
 
 	setsid();
+	/*
+	 * Drop every descriptor inherited from the launcher but the ready pipe:
+	 * one of them may tell Open MPI's singleton helper (orted) that we are
+	 * alive, and that helper holds our caller's output pipe open until then.
+	 */
+	close_range(STDERR_FILENO + 1, (unsigned int)ready_fd - 1, 0);
+	close_range((unsigned int)ready_fd + 1, ~0U, 0);
 	if (serve_mount(se, mountpoint) < 0) {
 		(void)!write(ready_fd, "E", 1);
 		return MOUNT_EXIT_FAILURE;

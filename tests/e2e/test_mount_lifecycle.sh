@@ -62,4 +62,11 @@ for r in 0 1; do
 	fusermount3 -u "$WORK/m$r" || fail "fusermount3 -u m$r failed"
 	wait_until 5 eval '! pid_alive '"$pid" || fail "daemon $pid still running 5 s after unmount"
 done
+# Default mode with no launcher (an MPI singleton) and its output on a pipe: the
+# pipe ends when the command returns, so nothing the daemon inherited (such as
+# the singleton helper's liveness pipe) keeps the reader waiting.
+timeout 60 bash -c '"$0" "$1" "$2" 2>&1 | cat' "$PYFS_MOUNT" "$WORK/a.h5" "$mnt" >/dev/null ||
+	fail "'pyfs-mount ... | cat' did not return: the daemon holds an inherited descriptor"
+[ "$(cat "$mnt/d/f")" = hi ] || fail "singleton mount not serving"
+fusermount3 -u "$mnt" || fail "fusermount3 -u of the singleton mount failed"
 exit 0
