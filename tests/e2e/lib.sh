@@ -67,6 +67,29 @@ need_debian_numpy() {
 	[ -d "$DIST_PACKAGES/scipy" ] || skip "scipy is not in $DIST_PACKAGES (apt-get install python3-scipy)"
 }
 
+# need_numpy_stack: what numpy_archive packs (numpy, scipy, mpi4py, h5py) is installed.
+need_numpy_stack() {
+	need_debian_numpy
+	local mod
+	for mod in mpi4py h5py; do
+		[ -d "$DIST_PACKAGES/$mod" ] || skip "$mod is not in $DIST_PACKAGES (apt-get install python3-$mod)"
+	done
+}
+
+# make_sample_tree DIR: a small tree with every kind of entry: nested and empty
+# directories, an empty file, duplicate contents, a hard link, a relative and a
+# dangling symlink.
+make_sample_tree() {
+	mkdir -p "$1/a/b" "$1/z"
+	echo hello >"$1/a/hello.txt"
+	echo dup >"$1/b.txt"
+	echo dup >"$1/copy.txt"
+	: >"$1/empty"
+	ln "$1/a/hello.txt" "$1/hard"
+	ln -s a/hello.txt "$1/sym"
+	ln -s ../../nowhere "$1/dangling"
+}
+
 # free_disk_gib DIR: free space of DIR's file system in whole GiB.
 free_disk_gib() { df -P --block-size=1G "$1" | awk 'NR == 2 { print $4 }'; }
 

@@ -21,14 +21,7 @@ command -v mpirun >/dev/null || skip "mpirun is missing (apt-get install openmpi
 export LSAN_OPTIONS=suppressions=$PYFS_SOURCE_DIR/tests/robust/lsan-hdf5.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}
 
 tree=$WORK/tree
-mkdir -p "$tree/a/b" "$tree/z"
-echo hello >"$tree/a/hello.txt"
-echo dup >"$tree/b.txt"
-echo dup >"$tree/copy.txt"
-: >"$tree/empty"
-ln "$tree/a/hello.txt" "$tree/hard"
-ln -s a/hello.txt "$tree/sym"
-ln -s ../../nowhere "$tree/dangling"
+make_sample_tree "$tree"
 head -c 20000 /dev/urandom >"$tree/a/b/random.bin"
 cp -a "$DIST_PACKAGES/packaging" "$tree/"
 [ -f "$DIST_PACKAGES/six.py" ] && cp -a "$DIST_PACKAGES/six.py" "$tree/"

@@ -39,14 +39,8 @@ read -r -a h5_libs <<<"$(pkg-config --libs hdf5-openmpi)"
 
 # Seeds: small trees with every kind of entry, odd names, a long path, depth, and nothing.
 t=$WORK/trees
-mkdir -p "$t/sample/a/b" "$t/sample/z" "$t/names" "$t/deep" "$t/empty"
-echo hello >"$t/sample/a/hello.txt"
-echo dup >"$t/sample/b.txt"
-echo dup >"$t/sample/copy.txt"
-: >"$t/sample/empty"
-ln "$t/sample/a/hello.txt" "$t/sample/hard"
-ln -s a/hello.txt "$t/sample/sym"
-ln -s ../../nowhere "$t/sample/dangling"
+mkdir -p "$t/names" "$t/deep" "$t/empty"
+make_sample_tree "$t/sample"
 printf 'x = 1\n' >"$t/sample/a/b/mod.py"
 touch -d '2001-02-03 04:05:06.123456789' "$t/sample/a/hello.txt"
 for n in 'with space' $'new\nline' $'bad\xff\xfeutf8' '...' '.hidden' a $'a\x01' ab b \

@@ -13,10 +13,7 @@
 . "$(dirname "$0")/lib.sh"
 
 need_fuse
-need_debian_numpy # the shared archive: numpy, scipy, mpi4py, h5py
-for mod in mpi4py h5py; do
-	[ -d "$DIST_PACKAGES/$mod" ] || skip "$mod is not in $DIST_PACKAGES (apt-get install python3-$mod)"
-done
+need_numpy_stack # the shared archive: numpy, scipy, mpi4py, h5py
 [ -x "$PYFS_PACK" ] || fail "pyfs-pack not built: '$PYFS_PACK'"
 [ -x "$PYFS_MOUNT" ] || fail "pyfs-mount not built: '$PYFS_MOUNT'"
 
