@@ -30,6 +30,7 @@
 #include "mount.h"
 #include "ops.h"
 #include "pull.h"
+#include "watchdog.h"
 
 #define MOUNT_PROGRAM "pyfs-mount"
 #define MIB(bytes)    ((double)(bytes) / (1024.0 * 1024.0))
@@ -38,7 +39,11 @@ enum {
 	OPT_RANKS_AS_NODES = 256,
 	OPT_NO_VERIFY,
 	OPT_READY_FILE,
+	OPT_TIMEOUT,
 };
+
+/* --timeout default: ample for a pull of many GiB, short of a job's walltime. */
+#define MOUNT_DEFAULT_TIMEOUT 600
 
 enum {
 	KEY_ALLOW_OTHER,
@@ -87,6 +92,10 @@ static void mount_usage(FILE *out)
 	    "      --no-verify        skip the payload checksum after the pull\n"
 	    "      --ready-file=PATH  once mounted, write the serving PID to PATH (atomically;\n"
 	    "                         removed at unmount): a readiness signal with -f\n"
+	    "      --timeout=SECONDS  give up when the pull has not finished after SECONDS\n"
+	    "                         (a lost node or link, a stalled file system): every\n"
+	    "                         rank still waiting exits 1 with one line (default 600,\n"
+	    "                         0 waits forever)\n"
 	    "  -o OPT[,OPT...]        mount options, see below\n"
 	    "  -v, --verbose          rank 0 reports sizes, timings, bandwidth, bytes read per\n"
 	    "                         node and memory; twice for debug messages\n"
@@ -134,11 +143,8 @@ static void mount_version(void)
 	       fuse_version() % 100, FUSE_USE_VERSION, h5_major, h5_minor, h5_release, mpi);
 }
 
-/*
- * Under a launcher every rank parses the command line: print usage errors on
- * the first rank only (or when no launcher variable says otherwise).
- */
-static bool mount_first_rank(void)
+/* This process's rank as its launcher announces it, or NULL without a launcher. */
+static const char *mount_launcher_rank(void)
 {
 	static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK",
 					   "SLURM_PROCID"};
@@ -147,9 +153,38 @@ static bool mount_first_rank(void)
 		const char *v = getenv(vars[i]);
 
 		if (v)
-			return strcmp(v, "0") == 0;
+			return v;
 	}
-	return true;
+	return NULL;
+}
+
+/*
+ * Under a launcher every rank parses the command line: print usage errors on
+ * the first rank only (or when no launcher variable says otherwise).
+ */
+static bool mount_first_rank(void)
+{
+	const char *rank = mount_launcher_rank();
+
+	return !rank || strcmp(rank, "0") == 0;
+}
+
+/*
+ * The deadline of the MPI part starts before MPI_Init: a peer lost before or
+ * during the start-up (a cut link) stalls that too. Messages carry the rank
+ * the launcher gave, as the logger's prefix will once MPI runs.
+ */
+static void mount_arm_watchdog(const struct mount_config *config)
+{
+	const char *rank = mount_launcher_rank();
+	char prefix[64], host[256] = "?";
+
+	if (rank)
+		snprintf(prefix, sizeof(prefix), MOUNT_PROGRAM "[rank %.20s]", rank);
+	else
+		snprintf(prefix, sizeof(prefix), MOUNT_PROGRAM);
+	gethostname(host, sizeof(host) - 1);
+	watchdog_arm(config->timeout, prefix, host);
 }
 
 __attribute__((format(printf, 1, 2))) static int mount_usage_error(const char *fmt, ...)
@@ -225,6 +260,7 @@ static int mount_parse(int argc, char **argv, struct mount_config *config)
 	    {"ranks-as-nodes", no_argument, NULL, OPT_RANKS_AS_NODES},
 	    {"no-verify", no_argument, NULL, OPT_NO_VERIFY},
 	    {"ready-file", required_argument, NULL, OPT_READY_FILE},
+	    {"timeout", required_argument, NULL, OPT_TIMEOUT},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"help", no_argument, NULL, 'h'},
@@ -249,6 +285,17 @@ static int mount_parse(int argc, char **argv, struct mount_config *config)
 		case OPT_READY_FILE:
 			config->ready_file = optarg;
 			break;
+		case OPT_TIMEOUT: {
+			char *end = NULL;
+			unsigned long t = strtoul(optarg, &end, 10);
+
+			if (!*optarg || *end || optarg[0] == '-' || t > 7 * 24 * 3600)
+				return mount_usage_error("--timeout takes whole seconds up to a "
+							 "week, not '%s'",
+							 optarg);
+			config->timeout = (unsigned int)t;
+			break;
+		}
 		case 'o':
 			if (fuse_opt_add_arg(&config->args, "-o") < 0 ||
 			    fuse_opt_add_arg(&config->args, optarg) < 0)
@@ -539,6 +586,7 @@ static int mount_run(struct mount_config *config)
 	bool leader = false;
 
 	memset(&state, 0, sizeof(state));
+	mount_arm_watchdog(config);
 	if (MPI_Init(NULL, NULL) != MPI_SUCCESS) {
 		pyfs_error("cannot initialize MPI");
 		return MOUNT_EXIT_FAILURE;
@@ -586,6 +634,7 @@ out_finalize:
 	pull_world_free(&state.world);
 	/* No fork and no fusermount3 before this point. */
 	MPI_Finalize();
+	watchdog_disarm();
 	if (status == MOUNT_EXIT_OK && leader) {
 		pyfs_image_keep_on_fork(state.image);
 		status = mount_serve(config, state.se, state.mountpoint,
@@ -603,6 +652,7 @@ int main(int argc, char **argv)
 
 	memset(&config, 0, sizeof(config));
 	config.verify = true;
+	config.timeout = MOUNT_DEFAULT_TIMEOUT;
 	ops_options_default(&config.ops);
 	pyfs_log_set_prefix(MOUNT_PROGRAM);
 	mount_fuse_log_init();

@@ -38,6 +38,7 @@ struct mount_config {
 	struct fuse_conn_info_opts *conn_opts; /* libfuse's connection -o options */
 	int clone_fd;			       /* -o clone_fd */
 	unsigned int max_threads;	       /* -o max_threads=N; 0: libfuse's default */
+	unsigned int timeout;		       /* --timeout: seconds the MPI part may take; 0: no limit */
 };
 
 /* ---- mountpoint.c ---- */
