@@ -2,7 +2,8 @@
  * mountpoint.c - the checks run on every node before anything is pulled, so a
  * bad mountpoint costs nothing and is reported in plain words: missing, not a
  * directory, already mounted (or a dead mount left by a killed daemon), not
- * empty, not writable for a non-root user; and the "%r"/"%n" expansion.
+ * empty (unless -o nonempty), not writable for a non-root user; and the
+ * "%r"/"%n" expansion.
  */
 #include "mount.h"
 
@@ -121,7 +122,8 @@ static int mount_check_empty(const char *path, struct pyfs_err *err)
 	return rc;
 }
 
-int mount_check_mountpoint(const char *path, char real[PATH_MAX], struct pyfs_err *err)
+int mount_check_mountpoint(const char *path, char real[PATH_MAX], bool nonempty,
+			   struct pyfs_err *err)
 {
 	struct stat st;
 
@@ -171,7 +173,37 @@ int mount_check_mountpoint(const char *path, char real[PATH_MAX], struct pyfs_er
 		pyfs_err_set(err, "no write access to mountpoint '%s': %s", path, strerror(-rc));
 		return rc;
 	}
-	return mount_check_empty(path, err);
+	/* -o nonempty: what is below is hidden on this node while mounted, never touched. */
+	return nonempty ? 0 : mount_check_empty(path, err);
+}
+
+enum mount_point_state mount_point_state(const char *path)
+{
+	char real[PATH_MAX], parent[PATH_MAX], *slash;
+	struct statvfs sv;
+	struct stat st;
+
+	/* A dead mount cannot be resolved: resolve its parent, keep its last name. */
+	if (!realpath(path, real)) {
+		if (snprintf(parent, sizeof(parent), "%s", path) >= (int)sizeof(parent))
+			return MOUNT_POINT_NONE;
+		slash = strrchr(parent, '/');
+		if (!slash || !slash[1])
+			return MOUNT_POINT_NONE;
+		*slash = '\0';
+		if (!realpath(parent[0] ? parent : "/", real) ||
+		    strlen(real) + strlen(slash + 1) + 2 > sizeof(real))
+			return MOUNT_POINT_NONE;
+		if (strcmp(real, "/") != 0)
+			strcat(real, "/");
+		strcat(real, slash + 1);
+	}
+	if (!mount_is_mount_point(real))
+		return MOUNT_POINT_NONE;
+	if ((stat(real, &st) < 0 && (errno == ENOTCONN || errno == ECONNABORTED)) ||
+	    (statvfs(real, &sv) < 0 && (errno == ENOTCONN || errno == ECONNABORTED)))
+		return MOUNT_POINT_STALE;
+	return MOUNT_POINT_LIVE;
 }
 
 int mount_check_allow_other(struct pyfs_err *err)
