@@ -1104,8 +1104,8 @@ void pyfs_writer_abort(struct pyfs_writer *writer)
 
 /* --- the optional "environment" attribute (pyfs_format.h) -------------------------------- */
 
-int pyfs_writer_set_environment(struct pyfs_writer *writer, const char *const *items,
-				size_t count, struct pyfs_err *err)
+int pyfs_writer_set_environment(struct pyfs_writer *writer, const char *const *items, size_t count,
+				struct pyfs_err *err)
 {
 	hid_t type = H5I_INVALID_HID, space = H5I_INVALID_HID, attr = H5I_INVALID_HID;
 	hsize_t dims[1] = {count};
@@ -1142,8 +1142,8 @@ int pyfs_writer_set_environment(struct pyfs_writer *writer, const char *const *i
 	space = H5Screate_simple(1, dims, NULL);
 	if (space < 0)
 		goto out_h5;
-	attr = H5Acreate2(writer->file, PYFS_ATTR_ENVIRONMENT, type, space, H5P_DEFAULT,
-			  H5P_DEFAULT);
+	attr =
+	    H5Acreate2(writer->file, PYFS_ATTR_ENVIRONMENT, type, space, H5P_DEFAULT, H5P_DEFAULT);
 	if (attr < 0 || H5Awrite(attr, type, buf) < 0)
 		goto out_h5;
 	goto out;
@@ -1180,8 +1180,9 @@ int pyfs_archive_read_environment(struct pyfs_archive *archive, char **items, si
 	if (H5Sget_simple_extent_ndims(at.space) == 1)
 		n = H5Sget_simple_extent_npoints(at.space);
 	if (width == 0 || width > PYFS_ENV_ITEM_MAX || n <= 0 || n > PYFS_ENV_ITEMS_MAX) {
-		pyfs_err_set(err, "invalid archive '%s': attribute '%s' is not an array of short "
-				  "strings",
+		pyfs_err_set(err,
+			     "invalid archive '%s': attribute '%s' is not an array of short "
+			     "strings",
 			     archive->path, PYFS_ATTR_ENVIRONMENT);
 		goto out;
 	}

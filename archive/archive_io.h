@@ -96,8 +96,8 @@ int pyfs_writer_finish(struct pyfs_writer *writer, const struct pyfs_inode *inod
  * NUL-terminated, in one malloc'd *items (free it), or -ENOENT (err
  * untouched) when the archive has none.
  */
-int pyfs_writer_set_environment(struct pyfs_writer *writer, const char *const *items,
-				size_t count, struct pyfs_err *err);
+int pyfs_writer_set_environment(struct pyfs_writer *writer, const char *const *items, size_t count,
+				struct pyfs_err *err);
 int pyfs_archive_read_environment(struct pyfs_archive *archive, char **items, size_t *count,
 				  struct pyfs_err *err);
 

@@ -66,11 +66,11 @@
  * Untrusted like the rest: at most PYFS_ENV_ITEMS_MAX strings of at most
  * PYFS_ENV_ITEM_MAX bytes each.
  */
-#define PYFS_ATTR_ENVIRONMENT  "environment"
-#define PYFS_ENV_SOURCE_PATH   "source_path"
-#define PYFS_ENV_PTH_DIR       "pth_dir"
-#define PYFS_ENV_ITEMS_MAX     4096u
-#define PYFS_ENV_ITEM_MAX      4200u
+#define PYFS_ATTR_ENVIRONMENT "environment"
+#define PYFS_ENV_SOURCE_PATH  "source_path"
+#define PYFS_ENV_PTH_DIR      "pth_dir"
+#define PYFS_ENV_ITEMS_MAX    4096u
+#define PYFS_ENV_ITEM_MAX     4200u
 
 /* Datasets of the root group. */
 #define PYFS_DSET_INODES  "inodes"

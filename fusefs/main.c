@@ -118,7 +118,7 @@ static void mount_usage(FILE *out)
 	    "  getfattr -n " OPS_STATS_XATTR " MOUNTPOINT   (or Python's os.getxattr)\n"
 	    "\n"
 	    "Commands for job scripts (no MPI, nothing mounted): --expand PATTERN,\n"
-	    "--status DIR, --clear-stale DIR, --info ARCHIVE, --daemons DIR...\n"
+	    "--status DIR, --clear-stale DIR, --info ARCHIVE, --mounts, --daemons DIR...\n"
 	    "(see " MOUNT_PROGRAM " --expand --help).\n"
 	    "\n"
 	    "Exit status: 0 mounted (with -f: unmounted cleanly), 1 failure, 2 usage error.\n"

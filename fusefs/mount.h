@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <fuse_lowlevel.h>
 
@@ -64,11 +65,17 @@ int mount_check_mountpoint(const char *path, char real[PATH_MAX], bool nonempty,
 enum mount_point_state { MOUNT_POINT_NONE, MOUNT_POINT_LIVE, MOUNT_POINT_STALE };
 enum mount_point_state mount_point_state(const char *path);
 
+/*
+ * Print the mount point of every pyfs mount (FUSE, "pyfs" in its type or
+ * source) of user uid (any when uid < 0) to out, one a line. 0 or -errno.
+ */
+int mount_list_pyfs(FILE *out, long uid);
+
 /* ---- node.c: commands for the job scripts (no MPI, no mount) ---- */
 
 /*
  * When argv[1] is one of them (--expand, --status, --clear-stale, --info,
- * --daemons), run it and return its exit status; otherwise -1.
+ * --daemons, --mounts), run it and return its exit status; otherwise -1.
  */
 int mount_node_command(int argc, char **argv);
 

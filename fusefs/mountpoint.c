@@ -243,3 +243,45 @@ int mount_path_identity(const char *path, uint64_t identity[2])
 	identity[1] = (uint64_t)st.st_ino;
 	return 0;
 }
+
+int mount_list_pyfs(FILE *out, long uid)
+{
+	char *line = NULL, want[64];
+	size_t cap = 0;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+
+	if (!f)
+		return -errno;
+	snprintf(want, sizeof(want), "user_id=%ld", uid);
+	/* "36 35 0:52 / /mnt/point ro,... - fuse.pyfs pyfs ro,user_id=0,group_id=0" */
+	while (getline(&line, &cap, f) > 0) {
+		char *save = NULL, *point = NULL, *type, *source, *super, *p;
+		char *sep = strstr(line, " - ");
+		bool mine = uid < 0;
+
+		if (!sep)
+			continue;
+		*sep = '\0';
+		p = strtok_r(line, " ", &save);
+		for (int i = 1; p && i < 5; i++)
+			p = strtok_r(NULL, " ", &save);
+		point = p;
+		save = NULL;
+		type = strtok_r(sep + 3, " \n", &save);
+		source = type ? strtok_r(NULL, " \n", &save) : NULL;
+		super = source ? strtok_r(NULL, " \n", &save) : NULL;
+		if (!point || !type || strncmp(type, "fuse", 4) != 0 ||
+		    !(strstr(type, "pyfs") || (source && strstr(source, "pyfs"))))
+			continue;
+		for (char *opt = super ? strtok_r(super, ",", &save) : NULL; opt && !mine;
+		     opt = strtok_r(NULL, ",", &save))
+			mine = strcmp(opt, want) == 0;
+		if (!mine)
+			continue;
+		mount_unescape(point);
+		fprintf(out, "%s\n", point);
+	}
+	free(line);
+	fclose(f);
+	return 0;
+}

@@ -10,6 +10,7 @@
  *   --clear-stale DIR       unmount DIR if it is a dead mount; fail if live
  *   --info ARCHIVE          "KEY=VALUE" lines: the environment attribute
  *                           (source_path, pth_dir) and bin=yes|no
+ *   --mounts [--uid UID]    every pyfs mount of this node (of UID), one a line
  *   --daemons [--uid UID] [DIR...]
  *                           PIDs of pyfs-mount processes naming a DIR (any
  *                           when none is given), of UID (default: this user
@@ -39,8 +40,10 @@ static int node_usage(const char *msg)
 {
 	fprintf(stderr,
 		NODE_PROGRAM ": %s\n"
-		"Usage: " NODE_PROGRAM " --expand PATTERN | --status DIR | --clear-stale DIR |\n"
-		"       " NODE_PROGRAM " --info ARCHIVE | --daemons [--uid UID] [DIR...]\n",
+			     "Usage: " NODE_PROGRAM
+			     " --expand PATTERN | --status DIR | --clear-stale DIR |\n"
+			     "       " NODE_PROGRAM " --info ARCHIVE | --mounts [--uid UID] |\n"
+			     "       " NODE_PROGRAM " --daemons [--uid UID] [DIR...]\n",
 		msg);
 	return MOUNT_EXIT_USAGE;
 }
@@ -104,7 +107,8 @@ static bool node_run(char *const argv[])
 
 static int node_clear_stale(const char *dir)
 {
-	char *fusermount[] = {(char *)"fusermount3", (char *)"-uz", (char *)"--", (char *)dir, NULL};
+	char *fusermount[] = {(char *)"fusermount3", (char *)"-uz", (char *)"--", (char *)dir,
+			      NULL};
 	char *umount[] = {(char *)"umount", (char *)"-l", (char *)"--", (char *)dir, NULL};
 
 	switch (mount_point_state(dir)) {
@@ -221,6 +225,40 @@ static bool node_names_dir(const char *cmdline, size_t len, char **dirs, int dir
 	return false;
 }
 
+/* Take a leading "--uid UID" off argc/argv into *uid; false on a bad UID. */
+static bool node_uid_option(int *argc, char ***argv, long *uid)
+{
+	char *end;
+
+	if (*argc < 1 || strcmp((*argv)[0], "--uid") != 0)
+		return true;
+	if (*argc < 2)
+		return false;
+	*uid = strtol((*argv)[1], &end, 10);
+	if (*end || *uid < 0 || !(*argv)[1][0])
+		return false;
+	*argc -= 2;
+	*argv += 2;
+	return true;
+}
+
+static int node_mounts(int argc, char **argv)
+{
+	long uid = -1;
+	int rc;
+
+	if (!node_uid_option(&argc, &argv, &uid))
+		return node_usage("--uid needs a numeric user id");
+	if (argc)
+		return node_usage("--mounts takes no argument but --uid UID");
+	rc = mount_list_pyfs(stdout, uid);
+	if (rc < 0) {
+		pyfs_error("cannot read '/proc/self/mountinfo': %s", strerror(-rc));
+		return MOUNT_EXIT_FAILURE;
+	}
+	return MOUNT_EXIT_OK;
+}
+
 static int node_daemons(int argc, char **argv)
 {
 	long uid = geteuid() == 0 ? -1 : (long)getuid();
@@ -229,15 +267,8 @@ static int node_daemons(int argc, char **argv)
 	struct stat st;
 	DIR *proc;
 
-	if (argc >= 2 && strcmp(argv[0], "--uid") == 0) {
-		char *end;
-
-		uid = strtol(argv[1], &end, 10);
-		if (*end || uid < 0)
-			return node_usage("--uid needs a numeric user id");
-		argc -= 2;
-		argv += 2;
-	}
+	if (!node_uid_option(&argc, &argv, &uid))
+		return node_usage("--uid needs a numeric user id");
 	proc = opendir("/proc");
 	if (!proc) {
 		pyfs_error("cannot read '/proc': %s", strerror(errno));
@@ -275,8 +306,10 @@ int mount_node_command(int argc, char **argv)
 	const char *cmd = argc >= 2 ? argv[1] : "";
 
 	if (strcmp(cmd, "--expand") && strcmp(cmd, "--status") && strcmp(cmd, "--clear-stale") &&
-	    strcmp(cmd, "--info") && strcmp(cmd, "--daemons"))
+	    strcmp(cmd, "--info") && strcmp(cmd, "--daemons") && strcmp(cmd, "--mounts"))
 		return -1;
+	if (strcmp(cmd, "--mounts") == 0)
+		return node_mounts(argc - 2, argv + 2);
 	if (strcmp(cmd, "--daemons") == 0)
 		return node_daemons(argc - 2, argv + 2);
 	if (argc != 3 || strcmp(argv[2], "--help") == 0)

@@ -317,8 +317,8 @@ static int parse_header(struct pack_python *py, struct bytes *b, size_t *consume
 static int spawn_helper(struct pack_python *py, struct pyfs_err *err)
 {
 	/* -I: nothing from the environment or the user; -B: no .pyc written anywhere. */
-	char *argv[] = {py->python, (char *)"-I", (char *)"-B", (char *)"-c", (char *)helper_source,
-			NULL};
+	char *argv[] = {py->python,   (char *)"-I",	     (char *)"-B",
+			(char *)"-c", (char *)helper_source, NULL};
 	int in[2] = {-1, -1}, out[2] = {-1, -1};
 	posix_spawn_file_actions_t actions;
 	posix_spawnattr_t attr;

@@ -13,12 +13,12 @@
 #include "log.h"
 
 struct pack_env {
-	bool venv;		/* a pyvenv.cfg: its standard library is the base's */
-	char path[PATH_MAX];	/* the source as an absolute path (not resolved) */
-	char real[PATH_MAX];	/* the source resolved (realpath) */
-	char python[PATH_MAX];	/* path/bin/python3.X: the environment's interpreter */
-	char version[16];	/* "3.11": from lib/python3.X (and pyvenv.cfg) */
-	char home[PATH_MAX];	/* venv: "home" of pyvenv.cfg (the base's bin), or "" */
+	bool venv;	       /* a pyvenv.cfg: its standard library is the base's */
+	char path[PATH_MAX];   /* the source as an absolute path (not resolved) */
+	char real[PATH_MAX];   /* the source resolved (realpath) */
+	char python[PATH_MAX]; /* path/bin/python3.X: the environment's interpreter */
+	char version[16];      /* "3.11": from lib/python3.X (and pyvenv.cfg) */
+	char home[PATH_MAX];   /* venv: "home" of pyvenv.cfg (the base's bin), or "" */
 };
 
 /*

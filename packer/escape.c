@@ -38,7 +38,7 @@ struct scan {
 };
 
 __attribute__((format(printf, 3, 4))) static void escape_report(struct scan *s, uint64_t *count,
-								 const char *fmt, ...)
+								const char *fmt, ...)
 {
 	char msg[PATH_MAX + 512];
 	va_list ap;
@@ -124,8 +124,7 @@ static bool join_inside(const char *dir, const char *rel, char *out, size_t size
 }
 
 /* Does reference path (from a file in archive directory dir) stay served by the mount? */
-static bool stays(const struct scan *s, const char *dir, const char *path, char *out,
-		  size_t size)
+static bool stays(const struct scan *s, const char *dir, const char *path, char *out, size_t size)
 {
 	if (path[0] == '/')
 		return inside_mount(s->config, path, out, size);
@@ -151,8 +150,8 @@ static void scan_symlink(struct scan *s, const struct pack_inode *inode)
 
 static void scan_shebang(struct scan *s, const char *head, size_t len)
 {
-	static const char *const system[] = {"/bin/sh",	     "/bin/bash", "/usr/bin/env",
-					     "/usr/bin/sh", "/usr/bin/bash"};
+	static const char *const system[] = {"/bin/sh", "/bin/bash", "/usr/bin/env", "/usr/bin/sh",
+					     "/usr/bin/bash"};
 	char interp[PATH_MAX], out[PATH_MAX];
 	size_t i = 2, n = 0;
 
@@ -242,7 +241,8 @@ static int scan_elf(struct scan *s, int fd)
 			if (dyn.d_tag == DT_NEEDED) {
 				char out[PATH_MAX];
 
-				if (str[0] == '/' && !inside_mount(s->config, str, out, sizeof(out)))
+				if (str[0] == '/' &&
+				    !inside_mount(s->config, str, out, sizeof(out)))
 					escape_report(s, &s->stats->elf, "DT_NEEDED '%s'", str);
 			} else {
 				scan_search_path(s, dyn.d_tag == DT_RPATH ? "RPATH" : "RUNPATH",

@@ -16,7 +16,14 @@
 
 enum command { CMD_PACK, CMD_LIST, CMD_VERIFY, CMD_EXTRACT };
 
-enum long_only { OPT_NO_COMPILE = 256, OPT_LIST, OPT_VERIFY, OPT_EXTRACT, OPT_STRICT, OPT_MOUNT_PATH };
+enum long_only {
+	OPT_NO_COMPILE = 256,
+	OPT_LIST,
+	OPT_VERIFY,
+	OPT_EXTRACT,
+	OPT_STRICT,
+	OPT_MOUNT_PATH
+};
 
 static const struct option long_options[] = {
     {"python", required_argument, NULL, 'p'},

@@ -312,7 +312,8 @@ int pack_run(const struct pack_options *opts)
 			   s->skipped);
 	}
 	if (opts->dereference)
-		pyfs_debug("-L: %" PRIu64 " symlinks leaving the sources packed as what they point to",
+		pyfs_debug("-L: %" PRIu64
+			   " symlinks leaving the sources packed as what they point to",
 			   pack_tree_dereferenced(tree));
 
 	if (py) {
@@ -321,7 +322,8 @@ int pack_run(const struct pack_options *opts)
 		if (ret < 0)
 			goto out_error;
 		if (compiled)
-			pyfs_info("added %" PRIu64 " .pyc files compiled by '%s' (Python %s, %.2f s)",
+			pyfs_info("added %" PRIu64
+				  " .pyc files compiled by '%s' (Python %s, %.2f s)",
 				  compiled, pack_python_executable(py), pack_python_version(py),
 				  pyfs_now() - t);
 		else if (!opts->no_compile)
@@ -366,7 +368,8 @@ int pack_run(const struct pack_options *opts)
 		pyfs_warn("%" PRIu64 " references leave the archive (%s): on the nodes they read "
 			  "outside the mount%s; -v lists them, --strict refuses them",
 			  escapes.total, counts,
-			  escape_config.mount_path_count ? "" : " (no mount path: see --mount-path)");
+			  escape_config.mount_path_count ? ""
+							 : " (no mount path: see --mount-path)");
 	}
 	if (escapes.pth_dirs)
 		pyfs_info("%" PRIu64 " directories added by .pth files recorded for PYTHONPATH "

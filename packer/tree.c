@@ -50,8 +50,8 @@ struct pack_tree {
 	const char **sources; /* by index, for conflict messages */
 	char **source_reals;  /* by index, canonical paths (NULL: not a directory) */
 	int source_cap;
-	bool dereference;     /* -L: pack what symlinks leaving the sources point to */
-	bool follow;	      /* the next add_entry() opens a directory through a symlink */
+	bool dereference; /* -L: pack what symlinks leaving the sources point to */
+	bool follow;	  /* the next add_entry() opens a directory through a symlink */
 	uint64_t dereferenced;
 
 	const char **environment; /* "KEY=VALUE" for the archive's environment attribute */
@@ -426,8 +426,8 @@ static bool is_ancestor(const struct pack_inode *dir, dev_t dev, ino_t ino)
  * instead (a dangling link, or one to a special file, stays a symlink: 1).
  */
 static int add_dereferenced(struct pack_tree *tree, struct pack_inode *dir, uint32_t base,
-			    int at_fd, const char *at_name, const char *name, size_t len, int source,
-			    struct pyfs_err *err)
+			    int at_fd, const char *at_name, const char *name, size_t len,
+			    int source, struct pyfs_err *err)
 {
 	char *real = realpath(tree->abs.buf, NULL);
 	struct stat st;
@@ -452,8 +452,8 @@ static int add_dereferenced(struct pack_tree *tree, struct pack_inode *dir, uint
 
 		ret = saved ? pack_path_set(&tree->abs, real, strlen(real)) : -ENOMEM;
 		if (ret == 0)
-			ret = add_entry(tree, dir, base, at_fd, at_name, name, len, &st, source,
-					err);
+			ret =
+			    add_entry(tree, dir, base, at_fd, at_name, name, len, &st, source, err);
 		if (saved && pack_path_set(&tree->abs, saved, strlen(saved)) < 0)
 			ret = -ENOMEM;
 		free(saved);
