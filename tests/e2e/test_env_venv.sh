@@ -2,9 +2,10 @@
 # A venv packed whole and mounted over its own path. The venv (made by
 # /usr/bin/python3.11 -m venv) gets numpy and scipy copied in, a console script
 # with an absolute shebang naming the venv's python, and an editable-style .pth
-# naming a directory inside the venv. pyfs-pack, without -p, compiles with the
-# venv's own interpreter and writes nothing into the venv (every file's type,
-# size, mtime, mode and contents compared). Mounting over the non-empty venv is
+# naming a directory inside the venv, and a .pth that imports a module that has
+# no byte-code. pyfs-pack, without -p, compiles with the venv's own interpreter
+# (-I -B) and writes nothing into the venv (every file's type, size, mtime, mode
+# and contents compared). Mounting over the non-empty venv is
 # refused without -o nonempty; with it, ENV/bin/hello and ENV/bin/python import
 # numpy, scipy.linalg and the editable package from the mount: the daemon's
 # counters grow, every file the interpreter opens under ENV is in the archive,
@@ -29,6 +30,10 @@ echo "$ENV/src" >"$SP/__editable__.editpkg-0.1.pth"
 printf '#!%s\nimport editpkg, numpy\nprint("hello", editpkg.VALUE, numpy.__file__)\n' \
 	"$ENV/bin/python" >"$ENV/bin/hello"
 chmod 755 "$ENV/bin/hello"
+# A .pth that imports a module without byte-code: site.py runs it in every
+# interpreter of the venv, pyfs-pack's included (which must not write its .pyc).
+echo "HOOKED = True" >"$SP/pyfs_test_hook.py"
+echo "import pyfs_test_hook" >"$SP/zz-pyfs-test-hook.pth"
 at_exit unmount_all "$ENV"
 
 # Every entry of the venv: path, type, size, mtime (ns), mode, link target; then contents.
