@@ -59,8 +59,8 @@
  * not know it ignore it): where the tree came from, as a 1-D array of
  * fixed-length, NUL-terminated strings "KEY=VALUE". Keys (unknown keys are
  * ignored, a key may repeat):
- *   source_path=ABS  the absolute path of the directory packed (an
- *                    environment mounted over its own path mounts here)
+ *   source_path=ABS  the absolute path of the environment packed (it
+ *                    is mounted over its own path there)
  *   pth_dir=REL      a directory, relative to the archive root, that a .pth
  *                    file at the root adds to sys.path (for PYTHONPATH use)
  * Untrusted like the rest: at most PYFS_ENV_ITEMS_MAX strings of at most

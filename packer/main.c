@@ -62,7 +62,7 @@ static void print_help(void)
 	    "lib/python3.X/os.py: conda, spack, an installation; or a venv's pyvenv.cfg)\n"
 	    "is packed whole and its own bin/python3.X compiles the byte-code; a --python\n"
 	    "of another version or cache tag is refused. The archive records the absolute\n"
-	    "path of a single directory SOURCE (pyfs-mount -o nonempty can mount it there).\n"
+	    "path of such a SOURCE (pyfs-prologue --at-source mounts it there).\n"
 	    "\n"
 	    "References that leave the archive are reported: symlinks pointing outside,\n"
 	    "absolute shebangs, ELF RPATH/RUNPATH entries and absolute DT_NEEDED, .pth\n"

@@ -111,11 +111,11 @@ static void print_summary(const char *archive, const struct pack_write_stats *w,
 	char bytes[32], saved[32], size[32];
 
 	pyfs_info("packed '%s': %" PRIu64 " files, %" PRIu64 " dirs, %" PRIu64 " symlinks, %" PRIu64
-		  " hard links, %s, %s saved by dedup, archive %s, %.2f s%s",
+		  " hard links, %s, %s saved by dedup, archive %s, %s%.2f s",
 		  archive, w->files, w->dirs, w->symlinks, w->hard_links,
 		  pack_human_bytes(bytes, sizeof(bytes), w->file_bytes),
 		  pack_human_bytes(saved, sizeof(saved), w->file_bytes - w->payload_bytes),
-		  pack_human_bytes(size, sizeof(size), w->archive_bytes), seconds, extra);
+		  pack_human_bytes(size, sizeof(size), w->archive_bytes), extra, seconds);
 }
 
 /* "3.11" of "3.11.7" into out. */
@@ -330,11 +330,12 @@ int pack_run(const struct pack_options *opts)
 			pyfs_debug("byte-code: all valid (checked in %.3f s)", pyfs_now() - t);
 	}
 
-	/* One directory source: where it lives is recorded, and is where it mounts by default. */
+	/* One directory source: where it mounts by default (and, for an environment, recorded). */
 	source_abs[0] = '\0';
 	if (id_count == 1 && stat(ids[0].path, &st) == 0 && S_ISDIR(st.st_mode)) {
 		ret = pack_absolute_path(ids[0].path, source_abs);
-		if (ret == 0)
+		/* Only an environment's: a plain tree packs the same from anywhere. */
+		if (ret == 0 && is_env)
 			ret = pack_tree_add_environment(tree, PYFS_ENV_SOURCE_PATH, source_abs);
 		if (ret < 0) {
 			pyfs_err_set(&err, "cannot record the source path: %s", strerror(-ret));
@@ -388,10 +389,9 @@ int pack_run(const struct pack_options *opts)
 		       ? (double)wstats.payload_bytes / wstats.copy_seconds / 1e6
 		       : 0.0,
 		   wstats.finish_seconds);
-	snprintf(extra, sizeof(extra), "%s%s%s%s%s; %" PRIu64 " references leave it",
-		 py ? "; interpreter '" : "", py ? pack_python_executable(py) : "",
-		 py ? "' (Python " : "", py ? pack_python_version(py) : "", py ? ")" : "",
-		 escapes.total);
+	snprintf(extra, sizeof(extra), "%" PRIu64 " references leave it, %s%s%s%s%s", escapes.total,
+		 py ? "interpreter '" : "", py ? pack_python_executable(py) : "",
+		 py ? "' (Python " : "", py ? pack_python_version(py) : "", py ? "), " : "");
 	print_summary(opts->archive, &wstats, pyfs_now() - start, extra);
 	ret = 0;
 	goto out_free;

@@ -64,6 +64,6 @@ ln -sf "$fake" "$E12/bin/python3.12"
 "$PYFS_PACK" --list "$WORK/ok.h5" | grep -q ' lib/python3.12/site-packages/__pycache__/m12\.cpython-312\.pyc$' ||
 	fail "not compiled by the environment's interpreter: $("$PYFS_PACK" --list "$WORK/ok.h5")"
 # (the wrapper runs 3.11: that is the executable it reports)
-grep -q "; interpreter '$real_py' (Python 3.12.0); " "$WORK/ok.err" ||
+grep -q ", interpreter '$real_py' (Python 3.12.0), " "$WORK/ok.err" ||
 	fail "summary does not name the environment's interpreter: $(cat "$WORK/ok.err")"
 exit 0

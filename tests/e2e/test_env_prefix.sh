@@ -27,7 +27,7 @@ at_exit unmount_all "$M"
 "$PYFS_PACK" "$WORK/p.h5" "$P" 2>"$WORK/pack.err" || fail "pack of the prefix failed: $(cat "$WORK/pack.err")"
 grep -q "packing environment '$P' (Python 3.11) with its interpreter '$P/bin/python3.11'" "$WORK/pack.err" ||
 	fail "prefix not recognized: $(cat "$WORK/pack.err")"
-grep -q "; interpreter '$P/bin/python3.11' (Python 3\.11\.[0-9]*); " "$WORK/pack.err" ||
+grep -q ", interpreter '$P/bin/python3.11' (Python 3\.11\.[0-9]*), " "$WORK/pack.err" ||
 	fail "summary does not name the interpreter: $(tail -n 1 "$WORK/pack.err")"
 
 "$PYFS_MOUNT" "$WORK/p.h5" "$M" || fail "mount failed"

@@ -51,7 +51,7 @@ snapshot >"$WORK/before"
 real_py=$(readlink -f "$PY")
 grep -q "packing venv '$ENV' (Python 3.11) with its interpreter '$real_py'" "$WORK/pack.err" ||
 	fail "venv not recognized: $(cat "$WORK/pack.err")"
-grep -q "packed '$WORK/env.h5': .*; interpreter '$real_py' (Python 3\.11\.[0-9]*); " "$WORK/pack.err" ||
+grep -q "packed '$WORK/env.h5': .*, interpreter '$real_py' (Python 3\.11\.[0-9]*), " "$WORK/pack.err" ||
 	fail "summary does not name the interpreter: $(tail -n 1 "$WORK/pack.err")"
 # The venv's interpreter is a symlink to the base one: reported, not hidden.
 grep -q "leaves the archive: 'bin/python3.11': symlink to '$real_py'" "$WORK/pack.err" ||
