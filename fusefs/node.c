@@ -197,15 +197,32 @@ out:
 	return rc < 0 ? MOUNT_EXIT_FAILURE : MOUNT_EXIT_OK;
 }
 
-/* Is this the command line of a pyfs-mount (itself, or a script running it)? */
+/* Is argument arg one of the commands of this file (a short-lived pyfs-mount)? */
+static bool node_is_command(const char *arg)
+{
+	static const char *const commands[] = {"--expand", "--status",	"--clear-stale",
+					       "--info",   "--daemons", "--mounts"};
+
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		if (strcmp(arg, commands[i]) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Is this the command line of a pyfs-mount daemon (itself, or an interpreter
+ * running it), not one of the commands here?
+ */
 static bool node_is_daemon(const char *cmdline, size_t len)
 {
-	const char *arg = cmdline, *base;
+	const char *arg = cmdline, *base, *next;
 
-	for (int i = 0; i < 2 && arg < cmdline + len; i++, arg += strlen(arg) + 1) {
+	for (int i = 0; i < 2 && arg < cmdline + len; i++, arg = next) {
+		next = arg + strlen(arg) + 1;
 		base = strrchr(arg, '/');
 		if (strcmp(base ? base + 1 : arg, NODE_PROGRAM) == 0)
-			return true;
+			return !(next < cmdline + len && node_is_command(next));
 	}
 	return false;
 }
