@@ -63,6 +63,7 @@ static const struct fuse_opt mount_opts[] = {
     MOUNT_OPT("no_xattr", ops.no_xattr, 1),
     MOUNT_OPT("clone_fd", clone_fd, 1),
     MOUNT_OPT("max_threads=%u", max_threads, 0),
+    MOUNT_OPT("nonempty", nonempty, 1),
     FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
     FUSE_OPT_KEY("fsname=", KEY_FSNAME),
     FUSE_OPT_KEY("subtype=", KEY_SUBTYPE),
@@ -114,6 +115,9 @@ static void mount_usage(FILE *out)
 	    "                         the two round trips 'ls -l' makes per file\n"
 	    "  max_threads=N          serve with at most N threads (default 10)\n"
 	    "  clone_fd               one /dev/fuse descriptor per thread\n"
+	    "  nonempty               mount over a directory that is not empty (e.g. an\n"
+	    "                         environment over its own path): what is below is\n"
+	    "                         hidden on this node until the unmount\n"
 	    "Always on: ro, nosuid, nodev, default_permissions; fsname=pyfs and\n"
 	    "subtype=pyfs unless given. allow_other only when asked (as a user it needs\n"
 	    "user_allow_other in /etc/fuse.conf). libfuse connection options are accepted\n"
@@ -121,6 +125,10 @@ static void mount_usage(FILE *out)
 	    "\n"
 	    "Counters of the live mount (lookups, misses, opens, reads, bytes served):\n"
 	    "  getfattr -n " OPS_STATS_XATTR " MOUNTPOINT   (or Python's os.getxattr)\n"
+	    "\n"
+	    "Commands for job scripts (no MPI, nothing mounted): --expand PATTERN,\n"
+	    "--status DIR, --clear-stale DIR, --info ARCHIVE, --mounts, --daemons DIR...\n"
+	    "(see " MOUNT_PROGRAM " --expand --help).\n"
 	    "\n"
 	    "Exit status: 0 mounted (with -f: unmounted cleanly), 1 failure, 2 usage error.\n"
 	    "Up to the pull and its checks every rank fails together, with the same error,\n"
@@ -417,7 +425,7 @@ static int mount_prepare(struct mount_config *config, struct mount_state *state,
 				       state->world.node_index, state->ready_file,
 				       sizeof(state->ready_file), err);
 	if (rc == 0)
-		rc = mount_check_mountpoint(given, state->mountpoint, err);
+		rc = mount_check_mountpoint(given, state->mountpoint, config->nonempty, err);
 	if (rc == 0 && config->ready_file)
 		rc = mount_check_ready_file(state->ready_file, err);
 	if (rc == 0 && config->allow_other)
@@ -650,6 +658,9 @@ int main(int argc, char **argv)
 	struct mount_config config;
 	int status;
 
+	status = mount_node_command(argc, argv);
+	if (status >= 0)
+		return status;
 	memset(&config, 0, sizeof(config));
 	config.verify = true;
 	config.timeout = MOUNT_DEFAULT_TIMEOUT;

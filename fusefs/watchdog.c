@@ -33,8 +33,10 @@ void watchdog_arm(unsigned int seconds, const char *prefix, const char *host)
 		     "%s: the pull did not finish within %u s (--timeout) on host '%s': a node, "
 		     "the network or the shared file system stopped answering\n",
 		     prefix, seconds, host);
-	watchdog_message_len = n < 0 ? 0 : ((size_t)n < sizeof(watchdog_message) ? (size_t)n
-									      : sizeof(watchdog_message) - 1);
+	watchdog_message_len =
+	    n < 0
+		? 0
+		: ((size_t)n < sizeof(watchdog_message) ? (size_t)n : sizeof(watchdog_message) - 1);
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = watchdog_fire;
 	sigemptyset(&sa.sa_mask);

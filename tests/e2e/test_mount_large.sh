@@ -42,6 +42,7 @@ for r in 0 1; do
 	done
 	[ "$(cat "$WORK/m$r/small.txt")" = small ] || fail "small.txt differs through m$r"
 	rss_kib=$(awk '/^VmRSS:/ { print $2 }' "/proc/$(cat "$WORK/ready$r")/status")
+	# shellcheck disable=SC2017 # integer MiB on purpose
 	limit_kib=$((payload / 1024 * 105 / 100 + 32 * 1024))
 	note "daemon $r: RSS $((rss_kib / 1024)) MiB for a $((payload / 1048576)) MiB payload (limit $((limit_kib / 1024)) MiB)"
 	[ "$rss_kib" -le "$limit_kib" ] || fail "daemon $r RSS $rss_kib KiB over $limit_kib KiB"
