@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # lib.sh - helpers for the multi-host tests (sourced): the end-to-end helpers
 # of tests/e2e/lib.sh, plus a test bed (tests/cluster/bed) brought up by
 # bed_up and torn down at exit, whatever happened.
