@@ -64,6 +64,7 @@ def serve(addr, port, bed):
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind((addr, port))
     srv.listen(64)
+    print(f"listening on {addr}:{port}", flush=True)
     while True:
         conn, peer = srv.accept()
         if ipaddress.ip_address(peer[0]) not in subnet:
