@@ -11,8 +11,8 @@ export TMPDIR=/var/tmp
 
 BED=$PYFS_SOURCE_DIR/tests/cluster/bed
 # A state directory of this test's own: tests may run one after another only
-# (CTest RUN_SERIAL), but a developer's own bed in /run/pyfs-bed is left alone.
-export PYFS_BED_STATE=/run/pyfs-bed-$TEST_NAME
+# (CTest RUN_SERIAL), but a developer's own bed in /var/tmp/pyfs-bed0 is left alone.
+export PYFS_BED_STATE=/var/tmp/pyfs-bed-$TEST_NAME
 
 # bed_up ARG...: `bed up ARG...`, skipping (77) where this machine cannot host it.
 bed_up() {
@@ -34,7 +34,7 @@ bed_up() {
 # bed_down: tear the bed down; afterwards nothing of it may be left.
 bed_down() {
 	"$BED" down 2>/dev/null
-	! ip netns list 2>/dev/null | grep -q '^pyfsbed-' || echo "FAIL: $TEST_NAME: a namespace was left" >&2
+	! ip netns list 2>/dev/null | grep -q "^pyfsbed${PYFS_BED_ID:-0}-" || echo "FAIL: $TEST_NAME: a namespace was left" >&2
 }
 
 # on HOST CMD...: CMD on HOST.
