@@ -5,7 +5,7 @@
 # every host mounting the same path (/pyenv).
 #
 # Checks: every host's /pyenv equals the packed tree (type, mode, size, mtime,
-# link target) and imports numpy, scipy and mpi4py from it; the storage
+# link target, contents) and imports numpy, scipy and mpi4py from it; the storage
 # server delivered the archive once (its own counters: 1.00x the payload plus
 # metadata) and every host read only its own slice; two ranks per host give
 # exactly one mount per host; the mpirun and PBS-style example job scripts run
@@ -61,7 +61,7 @@ done
 for h in "${HOSTS[@]}"; do
 	[ "$(on "$h" awk '$2 == "/pyenv" && $3 == "fuse.pyfs"' /proc/self/mounts | wc -l)" = 1 ] ||
 		fail "$h: /pyenv is not mounted once"
-	on "$h" bash -c "$(declare -f compare_trees fail); PY_ISOLATED=(${PY_ISOLATED[*]}); TEST_NAME=$TEST_NAME@$h; compare_trees '$NUMPY_TREE' /pyenv"
+	on "$h" bash -c "$(declare -f compare_trees diff_trees fail); PY_ISOLATED=(${PY_ISOLATED[*]}); TEST_NAME=$TEST_NAME@$h; compare_trees '$NUMPY_TREE' /pyenv && diff_trees '$NUMPY_TREE' /pyenv"
 	on "$h" "${PY_ISOLATED[@]}" -c '
 import socket, sys
 sys.path.insert(0, "/pyenv")
@@ -71,7 +71,7 @@ for m in (numpy, scipy.linalg, mpi4py.MPI):
 assert abs(float(scipy.linalg.det(numpy.eye(3) * 2)) - 8) < 1e-9' ||
 		fail "$h: numpy, scipy or mpi4py do not import from /pyenv"
 done
-note "every host: /pyenv equals the packed tree; numpy, scipy, mpi4py import from it"
+note "every host: /pyenv equals the packed tree (metadata and contents); numpy, scipy, mpi4py import from it"
 bed_mpirun --map-by ppr:1:node fusermount3 -u /pyenv || fail "cannot unmount the hosts"
 wait_until 10 no_pyfs_left "after unmount" 2>/dev/null || no_pyfs_left "after unmount"
 
