@@ -184,6 +184,36 @@ static int escape_mount_paths(const struct pack_options *opts, const char *singl
 	return 0;
 }
 
+/* "reference leaves" or "references leave", for n references. */
+static const char *pack_references_leave(uint64_t n)
+{
+	return n == 1 ? "reference leaves" : "references leave";
+}
+
+/* The kinds of escapes that occur, with their counts: "2 symlinks, 1 shebang". */
+static void pack_escape_counts(const struct pack_escape_stats *e, char *out, size_t size)
+{
+	const struct {
+		uint64_t n;
+		const char *one, *many;
+	} kinds[] = {{e->symlinks, "symlink", "symlinks"},
+		     {e->shebangs, "shebang", "shebangs"},
+		     {e->elf, "ELF path", "ELF paths"},
+		     {e->pth, ".pth line", ".pth lines"}};
+	size_t len = 0;
+
+	out[0] = '\0';
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+		int n;
+
+		if (!kinds[i].n || len >= size)
+			continue;
+		n = snprintf(out + len, size - len, "%s%" PRIu64 " %s", len ? ", " : "", kinds[i].n,
+			     kinds[i].n == 1 ? kinds[i].one : kinds[i].many);
+		len += n > 0 ? (size_t)n : 0;
+	}
+}
+
 int pack_run(const struct pack_options *opts)
 {
 	const char *python = opts->python ? opts->python : "python3";
@@ -353,22 +383,19 @@ int pack_run(const struct pack_options *opts)
 	if (escapes.total) {
 		char counts[256];
 
-		snprintf(counts, sizeof(counts),
-			 "%" PRIu64 " symlinks, %" PRIu64 " shebangs, %" PRIu64
-			 " ELF paths, %" PRIu64 " .pth lines",
-			 escapes.symlinks, escapes.shebangs, escapes.elf, escapes.pth);
+		pack_escape_counts(&escapes, counts, sizeof(counts));
 		if (opts->strict) {
 			pyfs_err_set(&err,
-				     "%" PRIu64 " references leave the archive (%s, listed above) "
+				     "%" PRIu64 " %s the archive (%s, listed above) "
 				     "and --strict refuses them: pack their targets too (-L), or "
 				     "give the --mount-path they point into",
-				     escapes.total, counts);
+				     escapes.total, pack_references_leave(escapes.total), counts);
 			ret = -EINVAL;
 			goto out_error;
 		}
-		pyfs_warn("%" PRIu64 " references leave the archive (%s): on the nodes they read "
+		pyfs_warn("%" PRIu64 " %s the archive (%s): on the nodes they read "
 			  "outside the mount%s; -v lists them, --strict refuses them",
-			  escapes.total, counts,
+			  escapes.total, pack_references_leave(escapes.total), counts,
 			  escape_config.mount_path_count ? ""
 							 : " (no mount path: see --mount-path)");
 	}
@@ -389,9 +416,10 @@ int pack_run(const struct pack_options *opts)
 		       ? (double)wstats.payload_bytes / wstats.copy_seconds / 1e6
 		       : 0.0,
 		   wstats.finish_seconds);
-	snprintf(extra, sizeof(extra), "%" PRIu64 " references leave it, %s%s%s%s%s", escapes.total,
-		 py ? "interpreter '" : "", py ? pack_python_executable(py) : "",
-		 py ? "' (Python " : "", py ? pack_python_version(py) : "", py ? "), " : "");
+	snprintf(extra, sizeof(extra), "%" PRIu64 " %s it, %s%s%s%s%s", escapes.total,
+		 pack_references_leave(escapes.total), py ? "interpreter '" : "",
+		 py ? pack_python_executable(py) : "", py ? "' (Python " : "",
+		 py ? pack_python_version(py) : "", py ? "), " : "");
 	print_summary(opts->archive, &wstats, pyfs_now() - start, extra);
 	ret = 0;
 	goto out_free;
