@@ -5,7 +5,8 @@
  * Steps, each followed by an agreement of all ranks (pull_agree) so that a
  * failure anywhere makes every rank exit 1 with the same message, printed
  * once by rank 0 and naming the rank where it happened:
- *   1. node leaders check their mountpoint and mount options (before any pull);
+ *   1. node leaders check their mountpoint and mount options (before any pull)
+ *      and take its node-local lock, held until the mount is up;
  *   2. the leaders pull the metadata, 3. the payload (pull.c);
  *   4. each leader validates the image and verifies the payload checksum;
  * then MPI is finalized and each leader mounts and serves (serve.c); the
@@ -303,6 +304,7 @@ struct mount_state {
 	struct pyfs_image *image;
 	struct pull_stats stats;
 	double verify_seconds;
+	struct mount_lock lock; /* of the mountpoint, from step 1c until the mount is up */
 };
 
 /*
@@ -442,6 +444,16 @@ out_free:
 	return rc;
 }
 
+/*
+ * Step 1c, leaders: the node-local lock of the mountpoint, so that another
+ * pyfs-mount on this directory (another job, another user) started at the
+ * same time fails here instead of stacking a second mount after its pull.
+ */
+static int mount_lock_mountpoint(struct mount_state *state, struct pyfs_err *err)
+{
+	return mount_lock_take(state->mountpoint, &state->lock, err);
+}
+
 /* Step 4, leaders: validate the pulled parts into an image, verify the payload. */
 static int mount_make_image(const struct mount_config *config, struct mount_state *state,
 			    struct pyfs_err *err)
@@ -521,6 +533,7 @@ out_free:
 /* Free what a leader still holds (the image, or the parts before it). */
 static void mount_state_free(struct mount_state *state)
 {
+	mount_lock_release(&state->lock);
 	if (state->se)
 		fuse_session_destroy(state->se);
 	if (state->image)
@@ -539,14 +552,18 @@ static int mount_run(struct mount_config *config)
 	bool leader = false;
 
 	memset(&state, 0, sizeof(state));
+	state.lock.fd = -1;
 	if (MPI_Init(NULL, NULL) != MPI_SUCCESS) {
 		pyfs_error("cannot initialize MPI");
 		return MOUNT_EXIT_FAILURE;
 	}
+	mount_interrupt_speaker(mount_first_rank());
+	mount_interrupt_init(&state.lock);
 	H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 	rc = pull_world_init(&state.world, config->ranks_as_nodes, &err);
 	if (mount_failed(&state, rc, &err))
 		goto out_finalize;
+	mount_interrupt_speaker(state.world.rank == 0);
 	leader = state.world.leader;
 	if (state.world.size > 1) {
 		snprintf(prefix, sizeof(prefix), MOUNT_PROGRAM "[rank %d]", state.world.rank);
@@ -563,6 +580,10 @@ static int mount_run(struct mount_config *config)
 		goto out_finalize;
 	if (leader)
 		rc = mount_check_unique(&state, &err);
+	if (mount_failed(&state, rc, &err))
+		goto out_finalize;
+	if (leader)
+		rc = mount_lock_mountpoint(&state, &err);
 	if (mount_failed(&state, rc, &err))
 		goto out_finalize;
 
@@ -590,7 +611,7 @@ out_finalize:
 		pyfs_image_keep_on_fork(state.image);
 		status = mount_serve(config, state.se, state.mountpoint,
 				     config->ready_file ? state.ready_file : NULL,
-				     config->verbose && state.world.rank == 0);
+				     config->verbose && state.world.rank == 0, &state.lock);
 	}
 	mount_state_free(&state);
 	return status;
