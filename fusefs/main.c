@@ -7,7 +7,9 @@
  * once by rank 0 and naming the rank where it happened:
  *   1. node leaders check their mountpoint and mount options (before any pull)
  *      and take its node-local lock, held until the mount is up;
- *   2. the leaders pull the metadata, 3. the payload (pull.c);
+ *   2. the leaders pull the metadata (pull.c), check that the image fits in
+ *      the job's memory limit and reserve what serving needs (memory.c,
+ *      loop.c); 3. they pull the payload (pull.c);
  *   4. each leader validates the image and verifies the payload checksum;
  * then MPI is finalized and each leader mounts and serves (serve.c); the
  * other ranks exit 0.
@@ -305,6 +307,7 @@ struct mount_state {
 	struct pull_stats stats;
 	double verify_seconds;
 	struct mount_lock lock; /* of the mountpoint, from step 1c until the mount is up */
+	struct mount_loop loop; /* the serving threads' stacks and buffers, from step 2b */
 };
 
 /*
@@ -454,6 +457,32 @@ static int mount_lock_mountpoint(struct mount_state *state, struct pyfs_err *err
 	return mount_lock_take(state->mountpoint, &state->lock, err);
 }
 
+/* The serving threads: -o max_threads=N, or the default. */
+static unsigned int mount_threads(const struct mount_config *config)
+{
+	return config->max_threads ? config->max_threads : MOUNT_LOOP_THREADS_DEFAULT;
+}
+
+/*
+ * Step 2b, leaders: before the payload is read, check that the image and
+ * the serving threads fit in the job's memory limit, and reserve (touch)
+ * the threads' stacks and request buffers: a limit too small fails here,
+ * on every rank, instead of killing a rank in the pull or the daemon later.
+ */
+static int mount_reserve_memory(const struct mount_config *config, struct mount_state *state,
+				struct pyfs_err *err)
+{
+	const struct pyfs_image_parts *p = &state->parts;
+	uint64_t image = p->payload_size + p->inode_count * sizeof(struct pyfs_inode) +
+			 p->dirent_count * sizeof(struct pyfs_dirent) + p->names_size;
+	uint64_t serving = config->clone_fd ? 0 : mount_loop_bytes(mount_threads(config));
+	int rc = mount_check_memory(config->archive, image, serving, err);
+
+	if (rc == 0 && !config->clone_fd)
+		rc = mount_loop_reserve(&state->loop, mount_threads(config), err);
+	return rc;
+}
+
 /* Step 4, leaders: validate the pulled parts into an image, verify the payload. */
 static int mount_make_image(const struct mount_config *config, struct mount_state *state,
 			    struct pyfs_err *err)
@@ -534,6 +563,7 @@ out_free:
 static void mount_state_free(struct mount_state *state)
 {
 	mount_lock_release(&state->lock);
+	mount_loop_free(&state->loop);
 	if (state->se)
 		fuse_session_destroy(state->se);
 	if (state->image)
@@ -592,6 +622,10 @@ static int mount_run(struct mount_config *config)
 	if (mount_failed(&state, rc, &err))
 		goto out_finalize;
 	if (leader)
+		rc = mount_reserve_memory(config, &state, &err);
+	if (mount_failed(&state, rc, &err))
+		goto out_finalize;
+	if (leader)
 		rc = pull_payload(&state.world, config->archive, &state.parts, &state.stats, &err);
 	if (mount_failed(&state, rc, &err))
 		goto out_finalize;
@@ -609,9 +643,10 @@ out_finalize:
 	MPI_Finalize();
 	if (status == MOUNT_EXIT_OK && leader) {
 		pyfs_image_keep_on_fork(state.image);
-		status = mount_serve(config, state.se, state.mountpoint,
-				     config->ready_file ? state.ready_file : NULL,
-				     config->verbose && state.world.rank == 0, &state.lock);
+		status =
+		    mount_serve(config, state.se, state.mountpoint,
+				config->ready_file ? state.ready_file : NULL,
+				config->verbose && state.world.rank == 0, &state.lock, &state.loop);
 	}
 	mount_state_free(&state);
 	return status;

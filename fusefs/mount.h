@@ -14,6 +14,7 @@
 #include <fuse_lowlevel.h>
 
 #include "log.h"
+#include "loop.h"
 #include "ops.h"
 
 /* Exit statuses of pyfs-mount (documented in --help). */
@@ -87,6 +88,21 @@ void mount_lock_release(struct mount_lock *lock);
 /* Close this process's descriptor only; a forked child still holds the lock. */
 void mount_lock_forget(struct mount_lock *lock);
 
+/* ---- memory.c ---- */
+
+/* Beyond the image and the serving threads: the pull's HDF5 and MPI buffers, the daemon's heap. */
+#define MOUNT_MEMORY_SLACK (UINT64_C(32) << 20)
+
+/*
+ * Before the payload is pulled (its buffer is mapped, not yet filled): do
+ * image_bytes (payload and metadata) and serving_bytes fit in what the
+ * cgroup memory limits of this process leave, and serving_bytes and the
+ * pull's own needs in what ulimit -v leaves? 0 (also without limits), or
+ * -ENOMEM with err saying how much more to ask for.
+ */
+int mount_check_memory(const char *archive, uint64_t image_bytes, uint64_t serving_bytes,
+		       struct pyfs_err *err);
+
 /* ---- serve.c ---- */
 
 /*
@@ -105,10 +121,13 @@ void mount_fuse_log_capture(struct pyfs_err *capture);
  * serves detached, logging to syslog, and returns when the mount is over.
  * ready_file (may be NULL) gets the serving PID once mounted. report prints
  * the mount time (--verbose on rank 0). lock (held) is released once the
- * mount is up or has failed. MPI must be finalized before this.
+ * mount is up or has failed. loop holds the reserved serving threads (not
+ * used with -o clone_fd, which needs libfuse's own loop). MPI must be
+ * finalized before this.
  */
 int mount_serve(const struct mount_config *config, struct fuse_session *se, const char *mountpoint,
-		const char *ready_file, bool report, struct mount_lock *lock);
+		const char *ready_file, bool report, struct mount_lock *lock,
+		struct mount_loop *loop);
 
 /*
  * From MPI_Init until the mount is up, SIGINT and SIGTERM print

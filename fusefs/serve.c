@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <fuse_log.h>
@@ -126,8 +127,17 @@ static void serve_on_interrupt(int sig)
 	static const char msg[] = "pyfs-mount: interrupted\n";
 
 	(void)sig;
-	if (interrupt_speaker)
+	if (interrupt_speaker) {
 		(void)!write(STDERR_FILENO, msg, sizeof(msg) - 1);
+	} else {
+		/*
+		 * Let the speaker exit first: once a rank has exited, mpirun may
+		 * end before it has passed on the output of the others.
+		 */
+		struct timespec pause = {0, 300000000L};
+
+		nanosleep(&pause, NULL);
+	}
 	if (interrupt_child > 0)
 		kill(interrupt_child, SIGTERM);
 	else if (interrupt_lock && interrupt_lock->fd >= 0 && interrupt_lock->path[0])
@@ -188,26 +198,35 @@ static int serve_mount(struct fuse_session *se, const char *mountpoint, struct m
 	return rc;
 }
 
-/* Serve until unmounted or signalled, then unmount. Returns an exit status. */
-static int serve_loop(const struct mount_config *config, struct fuse_session *se,
-		      const char *ready_file)
+/* libfuse's loop, for -o clone_fd (one /dev/fuse descriptor per thread needs its internals). */
+static int serve_libfuse_loop(const struct mount_config *config, struct fuse_session *se)
 {
 	struct fuse_loop_config *loop = fuse_loop_cfg_create();
 	int rc;
 
-	if (!loop) {
-		pyfs_error("cannot start serving: %s", strerror(ENOMEM));
-		rc = -ENOMEM;
-	} else {
-		fuse_loop_cfg_set_clone_fd(loop, (unsigned int)config->clone_fd);
-		if (config->max_threads)
-			fuse_loop_cfg_set_max_threads(loop, config->max_threads);
-		/* 0 when unmounted, the signal number when signalled, or -errno. */
-		rc = fuse_session_loop_mt(se, loop);
-		fuse_loop_cfg_destroy(loop);
-		if (rc < 0)
-			pyfs_error("serving failed: %s", strerror(-rc));
-	}
+	if (!loop)
+		return -ENOMEM;
+	fuse_loop_cfg_set_clone_fd(loop, (unsigned int)config->clone_fd);
+	if (config->max_threads)
+		fuse_loop_cfg_set_max_threads(loop, config->max_threads);
+	/* 0 when unmounted, the signal number when signalled, or -errno. */
+	rc = fuse_session_loop_mt(se, loop);
+	fuse_loop_cfg_destroy(loop);
+	return rc;
+}
+
+/* Serve until unmounted or signalled, then unmount. Returns an exit status. */
+static int serve_loop(const struct mount_config *config, struct fuse_session *se,
+		      const char *ready_file, struct mount_loop *loop)
+{
+	int rc;
+
+	if (config->clone_fd)
+		rc = serve_libfuse_loop(config, se);
+	else
+		rc = mount_loop_run(loop, se);
+	if (rc < 0)
+		pyfs_error("serving failed: %s", strerror(-rc));
 	fuse_remove_signal_handlers(se);
 	fuse_session_unmount(se);
 	if (ready_file)
@@ -217,7 +236,7 @@ static int serve_loop(const struct mount_config *config, struct fuse_session *se
 
 static int serve_foreground(const struct mount_config *config, struct fuse_session *se,
 			    const char *mountpoint, const char *ready_file, bool report,
-			    struct mount_lock *lock)
+			    struct mount_lock *lock, struct mount_loop *loop)
 {
 	double start = pyfs_now();
 
@@ -231,7 +250,7 @@ static int serve_foreground(const struct mount_config *config, struct fuse_sessi
 	if (report)
 		pyfs_info("mounted '%s' in %.3f s; serving in the foreground (pid %d)", mountpoint,
 			  pyfs_now() - start, (int)getpid());
-	return serve_loop(config, se, ready_file);
+	return serve_loop(config, se, ready_file, loop);
 }
 
 /*
@@ -255,7 +274,7 @@ static void serve_close_inherited(int keep1, int keep2)
 /* The child of the default mode: mount, report to the parent through ready_fd, serve. */
 static int serve_child(const struct mount_config *config, struct fuse_session *se,
 		       const char *mountpoint, const char *ready_file, bool report, int ready_fd,
-		       struct mount_lock *lock)
+		       struct mount_lock *lock, struct mount_loop *loop)
 {
 	double start = pyfs_now();
 	int null_fd;
@@ -296,12 +315,12 @@ static int serve_child(const struct mount_config *config, struct fuse_session *s
 	}
 	(void)!write(ready_fd, "R", 1);
 	close(ready_fd);
-	return serve_loop(config, se, ready_file);
+	return serve_loop(config, se, ready_file, loop);
 }
 
 static int serve_background(const struct mount_config *config, struct fuse_session *se,
 			    const char *mountpoint, const char *ready_file, bool report,
-			    struct mount_lock *lock)
+			    struct mount_lock *lock, struct mount_loop *loop)
 {
 	int fds[2], wstatus;
 	char status = 0;
@@ -323,7 +342,7 @@ static int serve_background(const struct mount_config *config, struct fuse_sessi
 	}
 	if (pid == 0) {
 		close(fds[0]);
-		return serve_child(config, se, mountpoint, ready_file, report, fds[1], lock);
+		return serve_child(config, se, mountpoint, ready_file, report, fds[1], lock, loop);
 	}
 	/* The child holds the lock now; a signal from here on is passed on to it. */
 	interrupt_child = pid;
@@ -344,9 +363,10 @@ static int serve_background(const struct mount_config *config, struct fuse_sessi
 }
 
 int mount_serve(const struct mount_config *config, struct fuse_session *se, const char *mountpoint,
-		const char *ready_file, bool report, struct mount_lock *lock)
+		const char *ready_file, bool report, struct mount_lock *lock,
+		struct mount_loop *loop)
 {
 	if (config->foreground)
-		return serve_foreground(config, se, mountpoint, ready_file, report, lock);
-	return serve_background(config, se, mountpoint, ready_file, report, lock);
+		return serve_foreground(config, se, mountpoint, ready_file, report, lock, loop);
+	return serve_background(config, se, mountpoint, ready_file, report, lock, loop);
 }
