@@ -15,6 +15,7 @@
  * other ranks exit 0.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <libgen.h>
@@ -24,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <fuse_opt.h>
@@ -35,12 +38,15 @@
 #include "pull.h"
 
 #define MOUNT_PROGRAM "pyfs-mount"
-#define MIB(bytes)    ((double)(bytes) / (1024.0 * 1024.0))
+/* statfs f_type of every FUSE mount (linux/magic.h). */
+#define MOUNT_FUSE_SUPER_MAGIC 0x65735546
+#define MIB(bytes)	       ((double)(bytes) / (1024.0 * 1024.0))
 
 enum {
 	OPT_RANKS_AS_NODES = 256,
 	OPT_NO_VERIFY,
 	OPT_READY_FILE,
+	OPT_STATS,
 };
 
 enum {
@@ -58,7 +64,8 @@ enum {
 static const struct fuse_opt mount_opts[] = {
     MOUNT_OPT("timeout=%lf", ops.timeout, 0),
     MOUNT_OPT("open_calls", ops.open_calls, 1),
-    MOUNT_OPT("no_xattr", ops.no_xattr, 1),
+    /* The default now (no extended attributes at all); accepted for old command lines. */
+    FUSE_OPT_KEY("no_xattr", FUSE_OPT_KEY_DISCARD),
     MOUNT_OPT("clone_fd", clone_fd, 1),
     MOUNT_OPT("max_threads=%u", max_threads, 0),
     FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
@@ -90,6 +97,7 @@ static void mount_usage(FILE *out)
 	    "      --no-verify        skip the payload checksum after the pull\n"
 	    "      --ready-file=PATH  once mounted, write the serving PID to PATH (atomically;\n"
 	    "                         removed at unmount): a readiness signal with -f\n"
+	    "      --stats MOUNTPOINT print the counters of the pyfs mount at MOUNTPOINT\n"
 	    "  -o OPT[,OPT...]        mount options, see below\n"
 	    "  -v, --verbose          rank 0 reports sizes, timings, bandwidth, bytes read per\n"
 	    "                         node and memory; twice for debug messages\n"
@@ -104,8 +112,6 @@ static void mount_usage(FILE *out)
 	    "                         (default: the life of the mount; 0 disables)\n"
 	    "  open_calls             answer open and opendir requests instead of letting\n"
 	    "                         the kernel skip them\n"
-	    "  no_xattr               no extended attributes, so no counters either: saves\n"
-	    "                         the two round trips 'ls -l' makes per file\n"
 	    "  max_threads=N          serve with at most N threads (default 10)\n"
 	    "  clone_fd               one /dev/fuse descriptor per thread\n"
 	    "Always on: ro, nosuid, nodev, default_permissions; fsname=pyfs and\n"
@@ -113,8 +119,8 @@ static void mount_usage(FILE *out)
 	    "user_allow_other in /etc/fuse.conf). libfuse connection options are accepted\n"
 	    "too: max_readahead=N, [no_]splice_write, readdirplus=yes|no|auto, ...\n"
 	    "\n"
-	    "Counters of the live mount (lookups, misses, opens, reads, bytes served):\n"
-	    "  getfattr -n " OPS_STATS_XATTR " MOUNTPOINT   (or Python's os.getxattr)\n"
+	    "Counters of a live mount (lookups, misses, opens, reads, bytes served, ...):\n"
+	    "  " MOUNT_PROGRAM " --stats MOUNTPOINT   (\"name value\" lines; no MPI needed)\n"
 	    "\n"
 	    "Exit status: 0 mounted (with -f: unmounted cleanly), 1 failure, 2 usage error.\n"
 	    "Up to the pull and its checks every rank fails together, with the same error,\n"
@@ -218,6 +224,39 @@ static int mount_parse_fuse_options(struct mount_config *config, struct pyfs_err
 }
 
 /*
+ * --stats: the counters of the live mount at path, asked with one ioctl on
+ * its root (answered by the daemon; nothing else pays for it).
+ */
+static int mount_print_stats(const char *path)
+{
+	struct ops_stats_text stats;
+	struct statfs sf;
+	int fd, rc = 0;
+
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		pyfs_error("cannot open mountpoint '%s': %s", path, strerror(errno));
+		return MOUNT_EXIT_FAILURE;
+	}
+	if (fstatfs(fd, &sf) < 0 || sf.f_type != MOUNT_FUSE_SUPER_MAGIC)
+		rc = -ENOTTY;
+	else if (ioctl(fd, OPS_IOC_STATS, &stats) < 0)
+		rc = -errno;
+	close(fd);
+	if (rc == -ENOTTY || rc == -EINVAL) {
+		pyfs_error("'%s' is not the root of a pyfs mount", path);
+		return MOUNT_EXIT_FAILURE;
+	}
+	if (rc < 0) {
+		pyfs_error("cannot read the counters of '%s': %s", path, strerror(-rc));
+		return MOUNT_EXIT_FAILURE;
+	}
+	stats.text[sizeof(stats.text) - 1] = '\0';
+	fputs(stats.text, stdout);
+	return fflush(stdout) == 0 ? MOUNT_EXIT_OK : MOUNT_EXIT_FAILURE;
+}
+
+/*
  * Parse argv into config. Returns -1 to go on, or an exit status (after
  * --help, --version or a usage error).
  */
@@ -228,6 +267,7 @@ static int mount_parse(int argc, char **argv, struct mount_config *config)
 	    {"ranks-as-nodes", no_argument, NULL, OPT_RANKS_AS_NODES},
 	    {"no-verify", no_argument, NULL, OPT_NO_VERIFY},
 	    {"ready-file", required_argument, NULL, OPT_READY_FILE},
+	    {"stats", no_argument, NULL, OPT_STATS},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"help", no_argument, NULL, 'h'},
@@ -236,6 +276,7 @@ static int mount_parse(int argc, char **argv, struct mount_config *config)
 	};
 	struct pyfs_err err = {{0}};
 	int verbose = 0, quiet = 0, c;
+	bool stats = false;
 
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":fo:vqhV", longopts, NULL)) != -1) {
@@ -251,6 +292,9 @@ static int mount_parse(int argc, char **argv, struct mount_config *config)
 			break;
 		case OPT_READY_FILE:
 			config->ready_file = optarg;
+			break;
+		case OPT_STATS:
+			stats = true;
 			break;
 		case 'o':
 			if (fuse_opt_add_arg(&config->args, "-o") < 0 ||
@@ -277,6 +321,11 @@ static int mount_parse(int argc, char **argv, struct mount_config *config)
 		default:
 			return mount_usage_error("unknown option '%s'", argv[optind - 1]);
 		}
+	}
+	if (stats) {
+		if (argc - optind != 1)
+			return mount_usage_error("--stats takes one MOUNTPOINT");
+		return mount_print_stats(argv[optind]);
 	}
 	if (argc - optind != 2)
 		return mount_usage_error("%s", argc - optind < 2 ? "expected ARCHIVE and MOUNTPOINT"
