@@ -26,6 +26,18 @@
  */
 #define OPS_READDIR_MAX (64u << 10)
 
+/*
+ * readdirplus brings attributes along only for directories up to this many
+ * entries: then the kernel makes a dentry and an inode (about 1 KiB) for
+ * each entry, which pays when most of them are looked up next (a Python
+ * package: its largest directory in Debian's numpy/scipy has 110 entries)
+ * and costs ten times the listing itself when few are (`find` over 1M files
+ * in directories of 1000: cold 2.3-7 s against 0.3-0.6 s). Larger listings
+ * go out as plain entries (node id 0: the kernel makes nothing), and only
+ * the names looked up later cost a lookup. Measured: docs/PERFORMANCE.md.
+ */
+#define OPS_READDIRPLUS_MAX_ENTRIES 512u
+
 #define OPS_COUNT(fs, name) atomic_fetch_add_explicit(&(fs)->counters.name, 1, memory_order_relaxed)
 
 void ops_options_default(struct ops_options *options)
@@ -79,8 +91,13 @@ static void ops_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want |= wanted & conn->capable;
 	/* Nothing ever changes: no cache invalidation on attribute refresh. */
 	conn->want &= ~(unsigned int)FUSE_CAP_AUTO_INVAL_DATA;
-	/* Always readdirplus: a listing brings every entry's attributes along. */
-	conn->want &= ~(unsigned int)FUSE_CAP_READDIRPLUS_AUTO;
+	/*
+	 * Adaptive readdirplus: the kernel asks for attributes with the first
+	 * part of a listing, and with the rest when names of it were looked up;
+	 * ops_readdir_common() sends them for small directories only. Measured
+	 * against always and never: docs/PERFORMANCE.md (readdirplus=yes|no).
+	 */
+	conn->want |= conn->capable & FUSE_CAP_READDIRPLUS_AUTO;
 	/*
 	 * Replies point into the payload and go out with one writev(); splicing
 	 * them would copy them into a pipe first (-o splice_write turns it on).
@@ -232,9 +249,10 @@ static void ops_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 
 /*
  * One directory listing: position 0 is ".", 1 is "..", 2 + k is entry k;
- * each entry records the position of the next. With plus, every entry
- * carries its attributes so `ls -l` needs no lookups. No allocation: the
- * reply is built in a buffer on the stack.
+ * each entry records the position of the next. With plus, every entry of a
+ * directory of up to OPS_READDIRPLUS_MAX_ENTRIES carries its attributes so
+ * that `ls -l` and imports need no lookups. No allocation: the reply is
+ * built in a buffer on the stack.
  */
 static void ops_readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
 {
@@ -245,6 +263,7 @@ static void ops_readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_
 	uint64_t count, pos;
 	uint32_t dir, child;
 	size_t used = 0;
+	bool attrs;
 
 	OPS_COUNT(fs, readdirs);
 	if (!ops_index(fs, ino, &dir)) {
@@ -258,6 +277,7 @@ static void ops_readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_
 	if (size > sizeof(buf))
 		size = sizeof(buf);
 	count = pyfs_image_entry_count(fs->image, dir);
+	attrs = plus && count <= OPS_READDIRPLUS_MAX_ENTRIES;
 	for (pos = off < 0 ? 0 : (uint64_t)off; pos < count + 2; pos++) {
 		size_t len, need;
 
@@ -275,8 +295,8 @@ static void ops_readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_
 		name[len] = '\0';
 		ops_fill_entry(fs, child, &e);
 		if (plus) {
-			/* The kernel does not take references on "." and "..". */
-			if (pos < 2)
+			/* No references on "." and "..", nor on entries sent without attributes. */
+			if (pos < 2 || !attrs)
 				e.ino = 0;
 			need = fuse_add_direntry_plus(req, buf + used, size - used, name, &e,
 						      (off_t)pos + 1);
