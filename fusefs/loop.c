@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -68,6 +69,18 @@ static size_t loop_share_size(void)
 	return page + LOOP_STACK_SIZE + LOOP_MAX_PAGES * page + LOOP_HEADER_SIZE;
 }
 
+unsigned int mount_loop_default_threads(void)
+{
+	cpu_set_t cpus;
+	unsigned int n = 1;
+
+	if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0)
+		n = (unsigned int)CPU_COUNT(&cpus);
+	if (n < MOUNT_LOOP_THREADS_MIN)
+		n = MOUNT_LOOP_THREADS_MIN;
+	return n > MOUNT_LOOP_THREADS_MAX ? MOUNT_LOOP_THREADS_MAX : n;
+}
+
 uint64_t mount_loop_bytes(unsigned int threads)
 {
 	return (uint64_t)threads * loop_share_size() + threads * sizeof(struct loop_worker);
@@ -80,7 +93,7 @@ int mount_loop_reserve(struct mount_loop *loop, unsigned int threads, struct pyf
 
 	memset(loop, 0, sizeof(*loop));
 	if (threads == 0)
-		threads = MOUNT_LOOP_THREADS_DEFAULT;
+		threads = mount_loop_default_threads();
 	loop->workers = calloc(threads, sizeof(*loop->workers));
 	/* Populated now: the pages are charged to this process (and its cgroup) here. */
 	region = mmap(NULL, (size_t)threads * share, PROT_READ | PROT_WRITE,
