@@ -46,6 +46,14 @@
 /* A request the kernel could not deliver (ENOMEM): wait this long, then try again. */
 #define LOOP_RETRY_NS 10000000L
 
+/*
+ * Ends a worker's wait in read() once the session is over (EINTR): the
+ * threads leave on their own instead of being cancelled in the middle of a
+ * system call; sent again every LOOP_WAKE_NS until each one has left.
+ */
+#define LOOP_WAKE_SIGNAL SIGUSR1
+#define LOOP_WAKE_NS	 10000000L
+
 struct loop_worker {
 	struct mount_loop *loop;
 	pthread_t thread;
@@ -150,9 +158,7 @@ static void *loop_worker_main(void *arg)
 		size_t capacity = w->buf.size;
 		int res;
 
-		pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
 		res = fuse_session_receive_buf(se, &w->buf);
-		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
 		if (res == -EINTR || res == -EAGAIN)
 			goto next;
 		if (res == -ENOMEM) {
@@ -182,8 +188,33 @@ static void *loop_worker_main(void *arg)
 	return NULL;
 }
 
+static void loop_on_wake(int sig)
+{
+	(void)sig;
+}
+
+/* Wake the thread of w until it has ended, and reap it. */
+static void loop_join(struct loop_worker *w)
+{
+	for (;;) {
+		struct timespec until;
+
+		pthread_kill(w->thread, LOOP_WAKE_SIGNAL);
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += LOOP_WAKE_NS;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		if (pthread_timedjoin_np(w->thread, NULL, &until) == 0)
+			break;
+	}
+	w->started = false;
+}
+
 int mount_loop_run(struct mount_loop *loop, struct fuse_session *se)
 {
+	struct sigaction wake;
 	sigset_t block, old;
 	unsigned int started = 0;
 	int rc = 0;
@@ -194,6 +225,11 @@ int mount_loop_run(struct mount_loop *loop, struct fuse_session *se)
 		return -errno;
 	/* One arena for all threads: a new arena per thread is 64 MiB of address space. */
 	mallopt(M_ARENA_MAX, 1);
+	/* No SA_RESTART: the wake-up signal must end a blocked read() with EINTR. */
+	memset(&wake, 0, sizeof(wake));
+	wake.sa_handler = loop_on_wake;
+	sigemptyset(&wake.sa_mask);
+	sigaction(LOOP_WAKE_SIGNAL, &wake, NULL);
 	/* Signals go to this thread, whose sem_wait they interrupt; the workers never see them. */
 	sigemptyset(&block);
 	sigaddset(&block, SIGINT);
@@ -230,12 +266,7 @@ int mount_loop_run(struct mount_loop *loop, struct fuse_session *se)
 		sem_wait(&loop->finish);
 	for (unsigned int i = 0; i < loop->threads; i++)
 		if (loop->workers[i].started)
-			pthread_cancel(loop->workers[i].thread);
-	for (unsigned int i = 0; i < loop->threads; i++) {
-		if (loop->workers[i].started)
-			pthread_join(loop->workers[i].thread, NULL);
-		loop->workers[i].started = false;
-	}
+			loop_join(&loop->workers[i]);
 	sem_destroy(&loop->finish);
 	return atomic_load(&loop->error);
 }

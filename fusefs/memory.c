@@ -115,9 +115,9 @@ static bool memory_cgroup_dir(char dir[PATH_MAX], bool *v2)
 			char probe[PATH_MAX];
 			uint64_t value;
 
-			snprintf(dir, PATH_MAX, "%s%s", roots[i],
-				 strcmp(unified, "/") ? unified : "");
-			if (memory_path(probe, sizeof(probe), dir, "memory.current") &&
+			if (memory_path(dir, PATH_MAX, roots[i],
+					strcmp(unified, "/") ? unified + 1 : "") &&
+			    memory_path(probe, sizeof(probe), dir, "memory.current") &&
 			    memory_read_value(probe, &value)) {
 				*v2 = true;
 				return true;
@@ -128,8 +128,9 @@ static bool memory_cgroup_dir(char dir[PATH_MAX], bool *v2)
 		char probe[PATH_MAX];
 		uint64_t value;
 
-		snprintf(dir, PATH_MAX, "/sys/fs/cgroup/memory%s", strcmp(v1, "/") ? v1 : "");
-		if (memory_path(probe, sizeof(probe), dir, "memory.usage_in_bytes") &&
+		if (memory_path(dir, PATH_MAX, "/sys/fs/cgroup/memory",
+				strcmp(v1, "/") ? v1 + 1 : "") &&
+		    memory_path(probe, sizeof(probe), dir, "memory.usage_in_bytes") &&
 		    memory_read_value(probe, &value)) {
 			*v2 = false;
 			return true;

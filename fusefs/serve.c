@@ -127,6 +127,10 @@ static void serve_on_interrupt(int sig)
 	static const char msg[] = "pyfs-mount: interrupted\n";
 
 	(void)sig;
+	if (interrupt_child > 0)
+		kill(interrupt_child, SIGTERM);
+	else if (interrupt_lock && interrupt_lock->fd >= 0 && interrupt_lock->path[0])
+		unlink(interrupt_lock->path);
 	if (interrupt_speaker) {
 		(void)!write(STDERR_FILENO, msg, sizeof(msg) - 1);
 	} else {
@@ -138,10 +142,6 @@ static void serve_on_interrupt(int sig)
 
 		nanosleep(&pause, NULL);
 	}
-	if (interrupt_child > 0)
-		kill(interrupt_child, SIGTERM);
-	else if (interrupt_lock && interrupt_lock->fd >= 0 && interrupt_lock->path[0])
-		unlink(interrupt_lock->path);
 	_exit(MOUNT_EXIT_FAILURE);
 }
 
