@@ -35,28 +35,35 @@
 
 struct archive_h5_walk_data {
 	char desc[256];
+	int sys_errno; /* the first "errno = N" of the stack (a failed system call), or 0 */
 };
 
 static herr_t archive_h5_walk(unsigned n, const H5E_error2_t *e, void *data)
 {
 	struct archive_h5_walk_data *walk = data;
+	const char *at = e->desc ? strstr(e->desc, "errno = ") : NULL;
 
 	if (n == 0 && e->desc)
 		snprintf(walk->desc, sizeof(walk->desc), "%s", e->desc);
+	if (at && !walk->sys_errno)
+		walk->sys_errno = atoi(at + strlen("errno = "));
 	return 0;
 }
 
 /*
  * The one place HDF5 failures become pyfs errors: err gets the context given
- * by fmt, then the innermost message of HDF5's error stack (the cause, e.g.
- * "truncated file: eof = ..."), and the stack is cleared. Returns ret.
+ * by fmt, then the cause: the system error when a system call failed (HDF5's
+ * text for it spans lines and carries addresses: "No space left on device"
+ * is all a user needs), else the innermost message of HDF5's error stack
+ * (e.g. "truncated file: eof = ..."); the stack is cleared. Returns ret or,
+ * for an I/O failure (ret -EIO), the negative errno of that system call.
  */
 static int archive_h5_fail(struct pyfs_err *err, int ret, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static int archive_h5_fail(struct pyfs_err *err, int ret, const char *fmt, ...)
 {
-	struct archive_h5_walk_data walk = {""};
+	struct archive_h5_walk_data walk = {"", 0};
 	char context[384];
 	va_list ap;
 
@@ -66,6 +73,11 @@ static int archive_h5_fail(struct pyfs_err *err, int ret, const char *fmt, ...)
 	if (H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, archive_h5_walk, &walk) < 0 || !walk.desc[0])
 		snprintf(walk.desc, sizeof(walk.desc), "HDF5 error");
 	H5Eclear2(H5E_DEFAULT);
+	if (ret == -EIO && walk.sys_errno > 0) {
+		pyfs_err_set(err, "%s: %s", context, strerror(walk.sys_errno));
+		return -walk.sys_errno;
+	}
+	walk.desc[strcspn(walk.desc, "\n")] = '\0';
 	pyfs_err_set(err, "%s: %s", context, walk.desc);
 	return ret;
 }

@@ -5,13 +5,17 @@
  * Steps, each followed by an agreement of all ranks (pull_agree) so that a
  * failure anywhere makes every rank exit 1 with the same message, printed
  * once by rank 0 and naming the rank where it happened:
- *   1. node leaders check their mountpoint and mount options (before any pull);
- *   2. the leaders pull the metadata, 3. the payload (pull.c);
+ *   1. node leaders check their mountpoint and mount options (before any pull)
+ *      and take its node-local lock, held until the mount is up;
+ *   2. the leaders pull the metadata (pull.c), check that the image fits in
+ *      the job's memory limit and reserve what serving needs (memory.c,
+ *      loop.c); 3. they pull the payload (pull.c);
  *   4. each leader validates the image and verifies the payload checksum;
  * then MPI is finalized and each leader mounts and serves (serve.c); the
  * other ranks exit 0.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <libgen.h>
@@ -21,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <fuse_opt.h>
@@ -33,13 +39,16 @@
 #include "watchdog.h"
 
 #define MOUNT_PROGRAM "pyfs-mount"
-#define MIB(bytes)    ((double)(bytes) / (1024.0 * 1024.0))
+/* statfs f_type of every FUSE mount (linux/magic.h). */
+#define MOUNT_FUSE_SUPER_MAGIC 0x65735546
+#define MIB(bytes)	       ((double)(bytes) / (1024.0 * 1024.0))
 
 enum {
 	OPT_RANKS_AS_NODES = 256,
 	OPT_NO_VERIFY,
 	OPT_READY_FILE,
 	OPT_TIMEOUT,
+	OPT_STATS,
 };
 
 /* --timeout default: ample for a pull of many GiB, short of a job's walltime. */
@@ -60,7 +69,8 @@ enum {
 static const struct fuse_opt mount_opts[] = {
     MOUNT_OPT("timeout=%lf", ops.timeout, 0),
     MOUNT_OPT("open_calls", ops.open_calls, 1),
-    MOUNT_OPT("no_xattr", ops.no_xattr, 1),
+    /* The default now (no extended attributes at all); accepted for old command lines. */
+    FUSE_OPT_KEY("no_xattr", FUSE_OPT_KEY_DISCARD),
     MOUNT_OPT("clone_fd", clone_fd, 1),
     MOUNT_OPT("max_threads=%u", max_threads, 0),
     MOUNT_OPT("nonempty", nonempty, 1),
@@ -97,6 +107,7 @@ static void mount_usage(FILE *out)
 	    "                         (a lost node or link, a stalled file system): every\n"
 	    "                         rank still waiting exits 1 with one line (default 600,\n"
 	    "                         0 waits forever)\n"
+	    "      --stats MOUNTPOINT print the counters of the pyfs mount at MOUNTPOINT\n"
 	    "  -o OPT[,OPT...]        mount options, see below\n"
 	    "  -v, --verbose          rank 0 reports sizes, timings, bandwidth, bytes read per\n"
 	    "                         node and memory; twice for debug messages\n"
@@ -111,20 +122,22 @@ static void mount_usage(FILE *out)
 	    "                         (default: the life of the mount; 0 disables)\n"
 	    "  open_calls             answer open and opendir requests instead of letting\n"
 	    "                         the kernel skip them\n"
-	    "  no_xattr               no extended attributes, so no counters either: saves\n"
-	    "                         the two round trips 'ls -l' makes per file\n"
-	    "  max_threads=N          serve with at most N threads (default 10)\n"
-	    "  clone_fd               one /dev/fuse descriptor per thread\n"
 	    "  nonempty               mount over a directory that is not empty (e.g. an\n"
 	    "                         environment over its own path): what is below is\n"
 	    "                         hidden on this node until the unmount\n"
+	    "  max_threads=N          serve with N threads (default: one per CPU, 2 to 10),\n"
+	    "                         all started, with their memory, before the mount is\n"
+	    "                         ready (about 1.3 MiB each)\n"
+	    "  clone_fd               one /dev/fuse descriptor per thread (serves with\n"
+	    "                         libfuse's loop, which starts threads and allocates\n"
+	    "                         their buffers on demand)\n"
 	    "Always on: ro, nosuid, nodev, default_permissions; fsname=pyfs and\n"
 	    "subtype=pyfs unless given. allow_other only when asked (as a user it needs\n"
 	    "user_allow_other in /etc/fuse.conf). libfuse connection options are accepted\n"
 	    "too: max_readahead=N, [no_]splice_write, readdirplus=yes|no|auto, ...\n"
 	    "\n"
-	    "Counters of the live mount (lookups, misses, opens, reads, bytes served):\n"
-	    "  getfattr -n " OPS_STATS_XATTR " MOUNTPOINT   (or Python's os.getxattr)\n"
+	    "Counters of a live mount (lookups, misses, opens, reads, bytes served, ...):\n"
+	    "  " MOUNT_PROGRAM " --stats MOUNTPOINT   (\"name value\" lines; no MPI needed)\n"
 	    "\n"
 	    "Commands for job scripts (no MPI, nothing mounted): --expand PATTERN,\n"
 	    "--status DIR, --clear-stale DIR, --info ARCHIVE, --mounts, --daemons DIR...\n"
@@ -258,6 +271,39 @@ static int mount_parse_fuse_options(struct mount_config *config, struct pyfs_err
 }
 
 /*
+ * --stats: the counters of the live mount at path, asked with one ioctl on
+ * its root (answered by the daemon; nothing else pays for it).
+ */
+static int mount_print_stats(const char *path)
+{
+	struct ops_stats_text stats;
+	struct statfs sf;
+	int fd, rc = 0;
+
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		pyfs_error("cannot open mountpoint '%s': %s", path, strerror(errno));
+		return MOUNT_EXIT_FAILURE;
+	}
+	if (fstatfs(fd, &sf) < 0 || sf.f_type != MOUNT_FUSE_SUPER_MAGIC)
+		rc = -ENOTTY;
+	else if (ioctl(fd, OPS_IOC_STATS, &stats) < 0)
+		rc = -errno;
+	close(fd);
+	if (rc == -ENOTTY || rc == -EINVAL) {
+		pyfs_error("'%s' is not the root of a pyfs mount", path);
+		return MOUNT_EXIT_FAILURE;
+	}
+	if (rc < 0) {
+		pyfs_error("cannot read the counters of '%s': %s", path, strerror(-rc));
+		return MOUNT_EXIT_FAILURE;
+	}
+	stats.text[sizeof(stats.text) - 1] = '\0';
+	fputs(stats.text, stdout);
+	return fflush(stdout) == 0 ? MOUNT_EXIT_OK : MOUNT_EXIT_FAILURE;
+}
+
+/*
  * Parse argv into config. Returns -1 to go on, or an exit status (after
  * --help, --version or a usage error).
  */
@@ -269,6 +315,7 @@ static int mount_parse(int argc, char **argv, struct mount_config *config)
 	    {"no-verify", no_argument, NULL, OPT_NO_VERIFY},
 	    {"ready-file", required_argument, NULL, OPT_READY_FILE},
 	    {"timeout", required_argument, NULL, OPT_TIMEOUT},
+	    {"stats", no_argument, NULL, OPT_STATS},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"help", no_argument, NULL, 'h'},
@@ -277,6 +324,7 @@ static int mount_parse(int argc, char **argv, struct mount_config *config)
 	};
 	struct pyfs_err err = {{0}};
 	int verbose = 0, quiet = 0, c;
+	bool stats = false;
 
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":fo:vqhV", longopts, NULL)) != -1) {
@@ -304,6 +352,9 @@ static int mount_parse(int argc, char **argv, struct mount_config *config)
 			config->timeout = (unsigned int)t;
 			break;
 		}
+		case OPT_STATS:
+			stats = true;
+			break;
 		case 'o':
 			if (fuse_opt_add_arg(&config->args, "-o") < 0 ||
 			    fuse_opt_add_arg(&config->args, optarg) < 0)
@@ -329,6 +380,11 @@ static int mount_parse(int argc, char **argv, struct mount_config *config)
 		default:
 			return mount_usage_error("unknown option '%s'", argv[optind - 1]);
 		}
+	}
+	if (stats) {
+		if (argc - optind != 1)
+			return mount_usage_error("--stats takes one MOUNTPOINT");
+		return mount_print_stats(argv[optind]);
 	}
 	if (argc - optind != 2)
 		return mount_usage_error("%s", argc - optind < 2 ? "expected ARCHIVE and MOUNTPOINT"
@@ -358,6 +414,8 @@ struct mount_state {
 	struct pyfs_image *image;
 	struct pull_stats stats;
 	double verify_seconds;
+	struct mount_lock lock; /* of the mountpoint, from step 1c until the mount is up */
+	struct mount_loop loop; /* the serving threads' stacks and buffers, from step 2b */
 };
 
 /*
@@ -497,6 +555,42 @@ out_free:
 	return rc;
 }
 
+/*
+ * Step 1c, leaders: the node-local lock of the mountpoint, so that another
+ * pyfs-mount on this directory (another job, another user) started at the
+ * same time fails here instead of stacking a second mount after its pull.
+ */
+static int mount_lock_mountpoint(struct mount_state *state, struct pyfs_err *err)
+{
+	return mount_lock_take(state->mountpoint, &state->lock, err);
+}
+
+/* The serving threads: -o max_threads=N, or the default. */
+static unsigned int mount_threads(const struct mount_config *config)
+{
+	return config->max_threads ? config->max_threads : mount_loop_default_threads();
+}
+
+/*
+ * Step 2b, leaders: before the payload is read, check that the image and
+ * the serving threads fit in the job's memory limit, and reserve (touch)
+ * the threads' stacks and request buffers: a limit too small fails here,
+ * on every rank, instead of killing a rank in the pull or the daemon later.
+ */
+static int mount_reserve_memory(const struct mount_config *config, struct mount_state *state,
+				struct pyfs_err *err)
+{
+	const struct pyfs_image_parts *p = &state->parts;
+	uint64_t image = p->payload_size + p->inode_count * sizeof(struct pyfs_inode) +
+			 p->dirent_count * sizeof(struct pyfs_dirent) + p->names_size;
+	uint64_t serving = config->clone_fd ? 0 : mount_loop_bytes(mount_threads(config));
+	int rc = mount_check_memory(config->archive, image, serving, err);
+
+	if (rc == 0 && !config->clone_fd)
+		rc = mount_loop_reserve(&state->loop, mount_threads(config), err);
+	return rc;
+}
+
 /* Step 4, leaders: validate the pulled parts into an image, verify the payload. */
 static int mount_make_image(const struct mount_config *config, struct mount_state *state,
 			    struct pyfs_err *err)
@@ -576,6 +670,8 @@ out_free:
 /* Free what a leader still holds (the image, or the parts before it). */
 static void mount_state_free(struct mount_state *state)
 {
+	mount_lock_release(&state->lock);
+	mount_loop_free(&state->loop);
 	if (state->se)
 		fuse_session_destroy(state->se);
 	if (state->image)
@@ -595,14 +691,18 @@ static int mount_run(struct mount_config *config)
 
 	memset(&state, 0, sizeof(state));
 	mount_arm_watchdog(config);
+	state.lock.fd = -1;
 	if (MPI_Init(NULL, NULL) != MPI_SUCCESS) {
 		pyfs_error("cannot initialize MPI");
 		return MOUNT_EXIT_FAILURE;
 	}
+	mount_interrupt_speaker(mount_first_rank());
+	mount_interrupt_init(&state.lock);
 	H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 	rc = pull_world_init(&state.world, config->ranks_as_nodes, &err);
 	if (mount_failed(&state, rc, &err))
 		goto out_finalize;
+	mount_interrupt_speaker(state.world.rank == 0);
 	leader = state.world.leader;
 	if (state.world.size > 1) {
 		snprintf(prefix, sizeof(prefix), MOUNT_PROGRAM "[rank %d]", state.world.rank);
@@ -621,9 +721,17 @@ static int mount_run(struct mount_config *config)
 		rc = mount_check_unique(&state, &err);
 	if (mount_failed(&state, rc, &err))
 		goto out_finalize;
+	if (leader)
+		rc = mount_lock_mountpoint(&state, &err);
+	if (mount_failed(&state, rc, &err))
+		goto out_finalize;
 
 	if (leader)
 		rc = pull_metadata(&state.world, config->archive, &state.parts, &state.stats, &err);
+	if (mount_failed(&state, rc, &err))
+		goto out_finalize;
+	if (leader)
+		rc = mount_reserve_memory(config, &state, &err);
 	if (mount_failed(&state, rc, &err))
 		goto out_finalize;
 	if (leader)
@@ -645,9 +753,10 @@ out_finalize:
 	watchdog_disarm();
 	if (status == MOUNT_EXIT_OK && leader) {
 		pyfs_image_keep_on_fork(state.image);
-		status = mount_serve(config, state.se, state.mountpoint,
-				     config->ready_file ? state.ready_file : NULL,
-				     config->verbose && state.world.rank == 0);
+		status =
+		    mount_serve(config, state.se, state.mountpoint,
+				config->ready_file ? state.ready_file : NULL,
+				config->verbose && state.world.rank == 0, &state.lock, &state.loop);
 	}
 	mount_state_free(&state);
 	return status;

@@ -15,6 +15,7 @@
 #include <fuse_lowlevel.h>
 
 #include "log.h"
+#include "loop.h"
 #include "ops.h"
 
 /* Exit statuses of pyfs-mount (documented in --help). */
@@ -86,6 +87,45 @@ int mount_check_allow_other(struct pyfs_err *err);
 /* Identify the directory path as (st_dev, st_ino): two paths with one identity clash. */
 int mount_path_identity(const char *path, uint64_t identity[2]);
 
+/*
+ * The node-local lock of a mountpoint, held from the checks until the mount
+ * is up, so that of two pyfs-mount started together on one directory (two
+ * jobs, two users) one fails: fd -1 when not held.
+ */
+struct mount_lock {
+	int fd;
+	char path[PATH_MAX];
+};
+
+/*
+ * Take the lock of the canonical mountpoint real without waiting, then check
+ * again that nothing is mounted there. 0, or -EWOULDBLOCK (another
+ * pyfs-mount is mounting it), -EBUSY (mounted meanwhile) or another negative
+ * errno with err set; lock->fd is -1 then.
+ */
+int mount_lock_take(const char *real, struct mount_lock *lock, struct pyfs_err *err);
+
+/* The mount is up, or will not be: remove the lock file and let go of the lock. */
+void mount_lock_release(struct mount_lock *lock);
+
+/* Close this process's descriptor only; a forked child still holds the lock. */
+void mount_lock_forget(struct mount_lock *lock);
+
+/* ---- memory.c ---- */
+
+/* Beyond the image and the serving threads: the pull's HDF5 and MPI buffers, the daemon's heap. */
+#define MOUNT_MEMORY_SLACK (UINT64_C(32) << 20)
+
+/*
+ * Before the payload is pulled (its buffer is mapped, not yet filled): do
+ * image_bytes (payload and metadata) and serving_bytes fit in what the
+ * cgroup memory limits of this process leave, and serving_bytes and the
+ * pull's own needs in what ulimit -v leaves? 0 (also without limits), or
+ * -ENOMEM with err saying how much more to ask for.
+ */
+int mount_check_memory(const char *archive, uint64_t image_bytes, uint64_t serving_bytes,
+		       struct pyfs_err *err);
+
 /* ---- serve.c ---- */
 
 /*
@@ -103,9 +143,21 @@ void mount_fuse_log_capture(struct pyfs_err *capture);
  * or MOUNT_EXIT_FAILURE if the child fails (the child prints why); the child
  * serves detached, logging to syslog, and returns when the mount is over.
  * ready_file (may be NULL) gets the serving PID once mounted. report prints
- * the mount time (--verbose on rank 0). MPI must be finalized before this.
+ * the mount time (--verbose on rank 0). lock (held) is released once the
+ * mount is up or has failed. loop holds the reserved serving threads (not
+ * used with -o clone_fd, which needs libfuse's own loop). MPI must be
+ * finalized before this.
  */
 int mount_serve(const struct mount_config *config, struct fuse_session *se, const char *mountpoint,
-		const char *ready_file, bool report);
+		const char *ready_file, bool report, struct mount_lock *lock,
+		struct mount_loop *loop);
+
+/*
+ * From MPI_Init until the mount is up, SIGINT and SIGTERM print
+ * "pyfs-mount: interrupted" (on the speaker only: rank 0) and exit 1,
+ * dropping lock (and stopping a daemon being started).
+ */
+void mount_interrupt_init(struct mount_lock *lock);
+void mount_interrupt_speaker(bool speaker);
 
 #endif /* MOUNT_H */

@@ -2,17 +2,20 @@
  * mountpoint.c - the checks run on every node before anything is pulled, so a
  * bad mountpoint costs nothing and is reported in plain words: missing, not a
  * directory, already mounted (or a dead mount left by a killed daemon), not
- * empty (unless -o nonempty), not writable for a non-root user; and the
- * "%r"/"%n" expansion.
+ * empty (unless -o nonempty), not writable for a non-root user; the "%r"/"%n"
+ * expansion; the pyfs mounts of this node; and the node-local lock that keeps two pyfs-mount from stacking on one directory.
  */
 #include "mount.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -284,4 +287,123 @@ int mount_list_pyfs(FILE *out, long uid)
 	free(line);
 	fclose(f);
 	return 0;
+}
+/*
+ * The node-local lock of one mountpoint. The busy check above runs before
+ * the pull and the mount comes after it, so two pyfs-mount started together
+ * (two jobs, two users, a job and a prologue) would both pass it and stack
+ * two mounts. Each one therefore takes an exclusive flock on a file named by
+ * the directory's device and inode, held from the check until its mount is
+ * up (through the fork: the daemon inherits the descriptor), and checks the
+ * mount table again once it holds the lock. The files live in /dev/shm,
+ * which every user can write and every node has in RAM (else
+ * $XDG_RUNTIME_DIR, else /tmp); the holder removes its file when done.
+ */
+static int mount_lock_dir(char *path, size_t size, const struct stat *st)
+{
+	const char *dirs[] = {"/dev/shm", getenv("XDG_RUNTIME_DIR"), "/tmp"};
+
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+		if (!dirs[i] || dirs[i][0] != '/' || access(dirs[i], W_OK | X_OK) < 0)
+			continue;
+		if (snprintf(path, size, "%s/pyfs-mount.%jx.%jx.lock", dirs[i],
+			     (uintmax_t)st->st_dev, (uintmax_t)st->st_ino) >= (int)size)
+			return -ENAMETOOLONG;
+		return 0;
+	}
+	return -EACCES;
+}
+
+/* Open the lock file at path, creating it if needed (another user's file: read-only). */
+static int mount_lock_open(const char *path)
+{
+	int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+
+	if (fd < 0 && errno == EACCES)
+		fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT)
+		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0 && errno == EEXIST)
+		return -EAGAIN; /* created by someone else meanwhile: try again */
+	return fd < 0 ? -errno : fd;
+}
+
+int mount_lock_take(const char *real, struct mount_lock *lock, struct pyfs_err *err)
+{
+	struct stat st, held, named;
+	int rc, fd = -1;
+
+	lock->fd = -1;
+	lock->path[0] = '\0';
+	if (stat(real, &st) < 0) {
+		rc = -errno;
+		pyfs_err_set(err, "cannot access mountpoint '%s': %s", real, strerror(-rc));
+		return rc;
+	}
+	rc = mount_lock_dir(lock->path, sizeof(lock->path), &st);
+	for (int tries = 0; rc == 0 && tries < 100; tries++) {
+		fd = mount_lock_open(lock->path);
+		if (fd == -EAGAIN)
+			continue;
+		if (fd < 0) {
+			rc = fd;
+			break;
+		}
+		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+			rc = -errno;
+			break;
+		}
+		/* The holder before us may have removed the file we opened: then again. */
+		if (fstat(fd, &held) == 0 && stat(lock->path, &named) == 0 &&
+		    held.st_dev == named.st_dev && held.st_ino == named.st_ino) {
+			lock->fd = fd;
+			break;
+		}
+		close(fd);
+		fd = -1;
+	}
+	if (lock->fd < 0) {
+		if (fd >= 0)
+			close(fd);
+		if (rc == -EWOULDBLOCK)
+			pyfs_err_set(err,
+				     "mountpoint '%s' is already being mounted by another "
+				     "pyfs-mount on this node",
+				     real);
+		else
+			pyfs_err_set(err, "cannot lock mountpoint '%s' (lock file '%s'): %s", real,
+				     lock->path, strerror(rc < 0 ? -rc : EAGAIN));
+		lock->path[0] = '\0';
+		return rc < 0 ? rc : -EAGAIN;
+	}
+	/* Under the lock: whoever held it before may have mounted meanwhile. */
+	if (mount_is_mount_point(real)) {
+		pyfs_err_set(err,
+			     "mountpoint '%s' is already a mount point: unmount it first "
+			     "(fusermount3 -u %s)",
+			     real, real);
+		mount_lock_release(lock);
+		return -EBUSY;
+	}
+	return 0;
+}
+
+void mount_lock_release(struct mount_lock *lock)
+{
+	if (lock->fd < 0)
+		return;
+	/* Remove it while still holding it: a newcomer that opened it sees it is gone. */
+	if (lock->path[0])
+		(void)unlink(lock->path);
+	close(lock->fd);
+	lock->fd = -1;
+	lock->path[0] = '\0';
+}
+
+void mount_lock_forget(struct mount_lock *lock)
+{
+	if (lock->fd >= 0)
+		close(lock->fd);
+	lock->fd = -1;
+	lock->path[0] = '\0';
 }

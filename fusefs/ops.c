@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/statvfs.h>
-#include <sys/xattr.h>
 
 #include "log.h"
 
@@ -27,13 +26,24 @@
  */
 #define OPS_READDIR_MAX (64u << 10)
 
+/*
+ * readdirplus brings attributes along only for directories up to this many
+ * entries: then the kernel makes a dentry and an inode (about 1 KiB) for
+ * each entry, which pays when most of them are looked up next (a Python
+ * package: its largest directory in Debian's numpy/scipy has 110 entries)
+ * and costs ten times the listing itself when few are (`find` over 1M files
+ * in directories of 1000: cold 2.3-7 s against 0.3-0.6 s). Larger listings
+ * go out as plain entries (node id 0: the kernel makes nothing), and only
+ * the names looked up later cost a lookup. Measured: docs/PERFORMANCE.md.
+ */
+#define OPS_READDIRPLUS_MAX_ENTRIES 512u
+
 #define OPS_COUNT(fs, name) atomic_fetch_add_explicit(&(fs)->counters.name, 1, memory_order_relaxed)
 
 void ops_options_default(struct ops_options *options)
 {
 	options->timeout = OPS_TIMEOUT_FOREVER;
 	options->open_calls = 0;
-	options->no_xattr = 0;
 }
 
 static struct ops_fs *ops_fs_of(fuse_req_t req)
@@ -76,13 +86,18 @@ static void ops_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct ops_fs *fs = userdata;
 	unsigned int wanted = FUSE_CAP_ASYNC_READ | FUSE_CAP_PARALLEL_DIROPS |
-			      FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_READDIRPLUS;
+			      FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_READDIRPLUS | FUSE_CAP_IOCTL_DIR;
 
 	conn->want |= wanted & conn->capable;
 	/* Nothing ever changes: no cache invalidation on attribute refresh. */
 	conn->want &= ~(unsigned int)FUSE_CAP_AUTO_INVAL_DATA;
-	/* Always readdirplus: a listing brings every entry's attributes along. */
-	conn->want &= ~(unsigned int)FUSE_CAP_READDIRPLUS_AUTO;
+	/*
+	 * Adaptive readdirplus: the kernel asks for attributes with the first
+	 * part of a listing, and with the rest when names of it were looked up;
+	 * ops_readdir_common() sends them for small directories only. Measured
+	 * against always and never: docs/PERFORMANCE.md (readdirplus=yes|no).
+	 */
+	conn->want |= conn->capable & FUSE_CAP_READDIRPLUS_AUTO;
 	/*
 	 * Replies point into the payload and go out with one writev(); splicing
 	 * them would copy them into a pipe first (-o splice_write turns it on).
@@ -234,9 +249,10 @@ static void ops_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 
 /*
  * One directory listing: position 0 is ".", 1 is "..", 2 + k is entry k;
- * each entry records the position of the next. With plus, every entry
- * carries its attributes so `ls -l` needs no lookups. No allocation: the
- * reply is built in a buffer on the stack.
+ * each entry records the position of the next. With plus, every entry of a
+ * directory of up to OPS_READDIRPLUS_MAX_ENTRIES carries its attributes so
+ * that `ls -l` and imports need no lookups. No allocation: the reply is
+ * built in a buffer on the stack.
  */
 static void ops_readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
 {
@@ -247,6 +263,7 @@ static void ops_readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_
 	uint64_t count, pos;
 	uint32_t dir, child;
 	size_t used = 0;
+	bool attrs;
 
 	OPS_COUNT(fs, readdirs);
 	if (!ops_index(fs, ino, &dir)) {
@@ -260,6 +277,7 @@ static void ops_readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_
 	if (size > sizeof(buf))
 		size = sizeof(buf);
 	count = pyfs_image_entry_count(fs->image, dir);
+	attrs = plus && count <= OPS_READDIRPLUS_MAX_ENTRIES;
 	for (pos = off < 0 ? 0 : (uint64_t)off; pos < count + 2; pos++) {
 		size_t len, need;
 
@@ -277,8 +295,8 @@ static void ops_readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_
 		name[len] = '\0';
 		ops_fill_entry(fs, child, &e);
 		if (plus) {
-			/* The kernel does not take references on "." and "..". */
-			if (pos < 2)
+			/* No references on "." and "..", nor on entries sent without attributes. */
+			if (pos < 2 || !attrs)
 				e.ino = 0;
 			need = fuse_add_direntry_plus(req, buf + used, size - used, name, &e,
 						      (off_t)pos + 1);
@@ -365,7 +383,7 @@ static size_t ops_format_stats(struct ops_fs *fs, char *buf, size_t size)
 	    {"opens", &fs->counters.opens},	      {"opendirs", &fs->counters.opendirs},
 	    {"readdirs", &fs->counters.readdirs},     {"reads", &fs->counters.reads},
 	    {"bytes_read", &fs->counters.bytes_read}, {"statfs", &fs->counters.statfs},
-	    {"xattrs", &fs->counters.xattrs},	      {"access", &fs->counters.access},
+	    {"ioctls", &fs->counters.ioctls},	      {"access", &fs->counters.access},
 	    {"refused", &fs->counters.refused},
 	};
 	size_t used = 0;
@@ -390,47 +408,28 @@ static size_t ops_format_stats(struct ops_fs *fs, char *buf, size_t size)
 	return used;
 }
 
-/* Reply value (len bytes) to a getxattr/listxattr of the given size. */
-static void ops_reply_xattr_value(fuse_req_t req, const char *value, size_t len, size_t size)
-{
-	if (size == 0)
-		fuse_reply_xattr(req, len);
-	else if (size < len)
-		fuse_reply_err(req, ERANGE);
-	else
-		fuse_reply_buf(req, value, len);
-}
-
-static void ops_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+/*
+ * Only the stats query, on the root; ENOTTY for the rest (isatty() on every
+ * file Python opens lands here: the kernel forwards every ioctl of a FUSE
+ * file, whatever the answer, so the reply is the cheapest one).
+ */
+static void ops_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
+		      struct fuse_file_info *fi, unsigned flags, const void *in_buf,
+		      size_t in_bufsz, size_t out_bufsz)
 {
 	struct ops_fs *fs = ops_fs_of(req);
-	char stats[1024];
+	struct ops_stats_text stats;
+	size_t len;
 
-	OPS_COUNT(fs, xattrs);
-	if (fs->options.no_xattr) {
-		/* The kernel then answers every getxattr itself, without a round trip. */
-		fuse_reply_err(req, ENOSYS);
+	(void)arg, (void)fi, (void)flags, (void)in_buf, (void)in_bufsz;
+	OPS_COUNT(fs, ioctls);
+	if (cmd != OPS_IOC_STATS || ino != FUSE_ROOT_ID || out_bufsz < sizeof(stats)) {
+		fuse_reply_err(req, ENOTTY);
 		return;
 	}
-	if (ino != FUSE_ROOT_ID || strcmp(name, OPS_STATS_XATTR) != 0) {
-		fuse_reply_err(req, ENODATA);
-		return;
-	}
-	ops_reply_xattr_value(req, stats, ops_format_stats(fs, stats, sizeof(stats)), size);
-}
-
-static void ops_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
-{
-	struct ops_fs *fs = ops_fs_of(req);
-	static const char names[] = OPS_STATS_XATTR; /* with its NUL: the list format */
-
-	OPS_COUNT(fs, xattrs);
-	if (fs->options.no_xattr)
-		fuse_reply_err(req, ENOSYS);
-	else if (ino != FUSE_ROOT_ID)
-		ops_reply_xattr_value(req, "", 0, size);
-	else
-		ops_reply_xattr_value(req, names, sizeof(names), size);
+	len = ops_format_stats(fs, stats.text, sizeof(stats.text));
+	memset(stats.text + len, 0, sizeof(stats.text) - len);
+	fuse_reply_ioctl(req, 0, &stats, sizeof(stats));
 }
 
 static void ops_access(fuse_req_t req, fuse_ino_t ino, int mask)
@@ -541,9 +540,11 @@ static void ops_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 }
 
 /*
- * Not set, on purpose: flush, fsync and fsyncdir (libfuse answers ENOSYS
- * and the kernel stops sending them), locks (the kernel keeps them locally),
- * lseek (the kernel's generic SEEK_DATA/SEEK_HOLE is right for us).
+ * Not set, on purpose: flush, fsync and fsyncdir, getxattr and listxattr
+ * (libfuse answers ENOSYS and the kernel stops sending them: an archive has
+ * no extended attributes, and `ls -l` then asks for none), locks (the kernel
+ * keeps them locally), lseek (the kernel's generic SEEK_DATA/SEEK_HOLE is
+ * right for us).
  */
 const struct fuse_lowlevel_ops ops_lowlevel = {
     .init = ops_init,
@@ -560,8 +561,7 @@ const struct fuse_lowlevel_ops ops_lowlevel = {
     .readdirplus = ops_readdirplus,
     .releasedir = ops_release,
     .statfs = ops_statfs,
-    .getxattr = ops_getxattr,
-    .listxattr = ops_listxattr,
+    .ioctl = ops_ioctl,
     .access = ops_access,
     .setattr = ops_setattr,
     .mknod = ops_mknod,

@@ -5,8 +5,11 @@
  * The image never changes while it is mounted, so every answer is cached by the
  * kernel for as long as the mount lives: entries, attributes and misses (a miss
  * is an entry with inode 0), symlink targets, directory listings and file pages.
- * Every request is counted; the counters are readable on the live mount as the
- * extended attribute OPS_STATS_XATTR of the mount root.
+ * Every request is counted; the counters are read from the live mount with
+ * the ioctl OPS_IOC_STATS on its root directory (pyfs-mount --stats), which
+ * costs nothing on the paths of other requests. Extended attributes are not
+ * served at all, so the kernel stops asking after the first getxattr (and
+ * `ls -l` makes no round trip for them).
  */
 #ifndef OPS_H
 #define OPS_H
@@ -14,14 +17,24 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/ioctl.h>
 #include <sys/types.h>
 
 #include <fuse_lowlevel.h>
 
 #include "image.h"
 
-/* getfattr -n user.pyfs.stats MOUNTPOINT: "name value" lines, one per counter. */
-#define OPS_STATS_XATTR "user.pyfs.stats"
+/* The counters as text, "name value" lines, NUL-padded: what OPS_IOC_STATS fills. */
+struct ops_stats_text {
+	char text[2048];
+};
+
+/*
+ * ioctl(fd of the mount root, OPS_IOC_STATS, struct ops_stats_text *): a
+ * "restricted" FUSE ioctl (size and direction in the number), so the kernel
+ * copies the reply out itself; any other ioctl gets ENOTTY.
+ */
+#define OPS_IOC_STATS _IOR('P', 0x73, struct ops_stats_text)
 
 /* Kernel cache lifetime of entries, attributes and misses: the life of the mount. */
 #define OPS_TIMEOUT_FOREVER 1e9
@@ -30,7 +43,6 @@
 struct ops_options {
 	double timeout; /* entry, attribute and miss timeout in seconds */
 	int open_calls; /* answer open/opendir even when the kernel can skip them */
-	int no_xattr;	/* answer no xattr request (the kernel stops sending them) */
 };
 
 /* One counter per kind of request; relaxed atomics, never a lock. */
@@ -45,7 +57,7 @@ struct ops_counters {
 	atomic_uint_fast64_t reads;
 	atomic_uint_fast64_t bytes_read;
 	atomic_uint_fast64_t statfs;
-	atomic_uint_fast64_t xattrs; /* getxattr and listxattr */
+	atomic_uint_fast64_t ioctls; /* isatty() and the like, and the stats query */
 	atomic_uint_fast64_t access;
 	atomic_uint_fast64_t refused; /* modifying requests answered EROFS */
 };

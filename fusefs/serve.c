@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <fuse_log.h>
@@ -109,47 +110,123 @@ static int serve_write_ready_file(const char *path)
 	return rc;
 }
 
-/* Mount se on mountpoint and install the signal handlers that end the loop. */
-static int serve_mount(struct fuse_session *se, const char *mountpoint)
-{
-	struct pyfs_err err = {{0}};
-	int rc;
+/* ---- interruption before the mount is up ---- */
 
-	mount_fuse_log_capture(&err);
-	rc = fuse_session_mount(se, mountpoint);
-	mount_fuse_log_capture(NULL);
-	if (rc != 0) {
-		pyfs_error("cannot mount on '%s'%s%s", mountpoint, err.msg[0] ? ": " : "", err.msg);
-		return -EIO;
+static volatile sig_atomic_t interrupt_speaker = 1;
+static volatile pid_t interrupt_child;
+static struct mount_lock *interrupt_lock;
+
+/*
+ * SIGINT/SIGTERM before serving (mpirun forwards both to every rank): say
+ * "interrupted" once (rank 0, or the parent of the daemon being started),
+ * stop the daemon being started, drop the mountpoint lock, exit 1. Nothing
+ * is mounted yet, or the child unmounts on the SIGTERM it gets here.
+ */
+static void serve_on_interrupt(int sig)
+{
+	static const char msg[] = "pyfs-mount: interrupted\n";
+
+	(void)sig;
+	if (interrupt_child > 0)
+		kill(interrupt_child, SIGTERM);
+	else if (interrupt_lock && interrupt_lock->fd >= 0 && interrupt_lock->path[0])
+		unlink(interrupt_lock->path);
+	if (interrupt_speaker) {
+		(void)!write(STDERR_FILENO, msg, sizeof(msg) - 1);
+	} else {
+		/*
+		 * Let the speaker exit first: once a rank has exited, mpirun may
+		 * end before it has passed on the output of the others.
+		 */
+		struct timespec pause = {0, 300000000L};
+
+		nanosleep(&pause, NULL);
 	}
-	if (fuse_set_signal_handlers(se) != 0) {
-		pyfs_error("cannot install signal handlers");
-		fuse_session_unmount(se);
-		return -EIO;
-	}
-	return 0;
+	_exit(MOUNT_EXIT_FAILURE);
 }
 
-/* Serve until unmounted or signalled, then unmount. Returns an exit status. */
-static int serve_loop(const struct mount_config *config, struct fuse_session *se,
-		      const char *ready_file)
+void mount_interrupt_init(struct mount_lock *lock)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = serve_on_interrupt;
+	sigemptyset(&sa.sa_mask);
+	sigaddset(&sa.sa_mask, SIGINT);
+	sigaddset(&sa.sa_mask, SIGTERM);
+	interrupt_lock = lock;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+}
+
+void mount_interrupt_speaker(bool speaker)
+{
+	interrupt_speaker = speaker;
+}
+
+/*
+ * Mount se on mountpoint and install the signal handlers that end the loop,
+ * with SIGINT and SIGTERM held back in between (a signal there would leave a
+ * dead mount); then the mountpoint lock is released, whatever happened.
+ */
+static int serve_mount(struct fuse_session *se, const char *mountpoint, struct mount_lock *lock)
+{
+	struct pyfs_err err = {{0}};
+	sigset_t block, old;
+	int rc = 0;
+
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	sigprocmask(SIG_BLOCK, &block, &old);
+	mount_fuse_log_capture(&err);
+	if (fuse_session_mount(se, mountpoint) != 0)
+		rc = -EIO;
+	mount_fuse_log_capture(NULL);
+	/* Ours go: libfuse installs its handlers only over the default ones. */
+	if (rc < 0) {
+		pyfs_error("cannot mount on '%s'%s%s", mountpoint, err.msg[0] ? ": " : "", err.msg);
+	} else if (signal(SIGINT, SIG_DFL) == SIG_ERR || signal(SIGTERM, SIG_DFL) == SIG_ERR ||
+		   fuse_set_signal_handlers(se) != 0) {
+		pyfs_error("cannot install signal handlers");
+		fuse_session_unmount(se);
+		rc = -EIO;
+	}
+	mount_lock_release(lock);
+	interrupt_lock = NULL;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	return rc;
+}
+
+/* libfuse's loop, for -o clone_fd (one /dev/fuse descriptor per thread needs its internals). */
+static int serve_libfuse_loop(const struct mount_config *config, struct fuse_session *se)
 {
 	struct fuse_loop_config *loop = fuse_loop_cfg_create();
 	int rc;
 
-	if (!loop) {
-		pyfs_error("cannot start serving: %s", strerror(ENOMEM));
-		rc = -ENOMEM;
-	} else {
-		fuse_loop_cfg_set_clone_fd(loop, (unsigned int)config->clone_fd);
-		if (config->max_threads)
-			fuse_loop_cfg_set_max_threads(loop, config->max_threads);
-		/* 0 when unmounted, the signal number when signalled, or -errno. */
-		rc = fuse_session_loop_mt(se, loop);
-		fuse_loop_cfg_destroy(loop);
-		if (rc < 0)
-			pyfs_error("serving failed: %s", strerror(-rc));
-	}
+	if (!loop)
+		return -ENOMEM;
+	fuse_loop_cfg_set_clone_fd(loop, (unsigned int)config->clone_fd);
+	if (config->max_threads)
+		fuse_loop_cfg_set_max_threads(loop, config->max_threads);
+	/* 0 when unmounted, the signal number when signalled, or -errno. */
+	rc = fuse_session_loop_mt(se, loop);
+	fuse_loop_cfg_destroy(loop);
+	return rc;
+}
+
+/* Serve until unmounted or signalled, then unmount. Returns an exit status. */
+static int serve_loop(const struct mount_config *config, struct fuse_session *se,
+		      const char *ready_file, struct mount_loop *loop)
+{
+	int rc;
+
+	if (config->clone_fd)
+		rc = serve_libfuse_loop(config, se);
+	else
+		rc = mount_loop_run(loop, se);
+	if (rc < 0)
+		pyfs_error("serving failed: %s", strerror(-rc));
 	fuse_remove_signal_handlers(se);
 	fuse_session_unmount(se);
 	if (ready_file)
@@ -158,11 +235,12 @@ static int serve_loop(const struct mount_config *config, struct fuse_session *se
 }
 
 static int serve_foreground(const struct mount_config *config, struct fuse_session *se,
-			    const char *mountpoint, const char *ready_file, bool report)
+			    const char *mountpoint, const char *ready_file, bool report,
+			    struct mount_lock *lock, struct mount_loop *loop)
 {
 	double start = pyfs_now();
 
-	if (serve_mount(se, mountpoint) < 0)
+	if (serve_mount(se, mountpoint, lock) < 0)
 		return MOUNT_EXIT_FAILURE;
 	if (ready_file && serve_write_ready_file(ready_file) < 0) {
 		fuse_remove_signal_handlers(se);
@@ -172,25 +250,40 @@ static int serve_foreground(const struct mount_config *config, struct fuse_sessi
 	if (report)
 		pyfs_info("mounted '%s' in %.3f s; serving in the foreground (pid %d)", mountpoint,
 			  pyfs_now() - start, (int)getpid());
-	return serve_loop(config, se, ready_file);
+	return serve_loop(config, se, ready_file, loop);
+}
+
+/*
+ * Drop every descriptor inherited from the launcher but the ready pipe and
+ * the lock: one of them may tell Open MPI's singleton helper (orted) that we
+ * are alive, and that helper holds our caller's output pipe open until then.
+ */
+static void serve_close_inherited(int keep1, int keep2)
+{
+	int lo = keep1 < keep2 ? keep1 : keep2, hi = keep1 < keep2 ? keep2 : keep1;
+
+	if (lo < 0)
+		lo = hi;
+	if (lo > STDERR_FILENO + 1)
+		close_range(STDERR_FILENO + 1, (unsigned int)lo - 1, 0);
+	if (hi > lo + 1)
+		close_range((unsigned int)lo + 1, (unsigned int)hi - 1, 0);
+	close_range((unsigned int)hi + 1, ~0U, 0);
 }
 
 /* The child of the default mode: mount, report to the parent through ready_fd, serve. */
 static int serve_child(const struct mount_config *config, struct fuse_session *se,
-		       const char *mountpoint, const char *ready_file, bool report, int ready_fd)
+		       const char *mountpoint, const char *ready_file, bool report, int ready_fd,
+		       struct mount_lock *lock, struct mount_loop *loop)
 {
 	double start = pyfs_now();
 	int null_fd;
 
+	/* The parent says "interrupted"; a SIGTERM from it before the mount just ends us. */
+	interrupt_speaker = 0;
 	setsid();
-	/*
-	 * Drop every descriptor inherited from the launcher but the ready pipe:
-	 * one of them may tell Open MPI's singleton helper (orted) that we are
-	 * alive, and that helper holds our caller's output pipe open until then.
-	 */
-	close_range(STDERR_FILENO + 1, (unsigned int)ready_fd - 1, 0);
-	close_range((unsigned int)ready_fd + 1, ~0U, 0);
-	if (serve_mount(se, mountpoint) < 0) {
+	serve_close_inherited(ready_fd, lock->fd);
+	if (serve_mount(se, mountpoint, lock) < 0) {
 		(void)!write(ready_fd, "E", 1);
 		return MOUNT_EXIT_FAILURE;
 	}
@@ -222,11 +315,12 @@ static int serve_child(const struct mount_config *config, struct fuse_session *s
 	}
 	(void)!write(ready_fd, "R", 1);
 	close(ready_fd);
-	return serve_loop(config, se, ready_file);
+	return serve_loop(config, se, ready_file, loop);
 }
 
 static int serve_background(const struct mount_config *config, struct fuse_session *se,
-			    const char *mountpoint, const char *ready_file, bool report)
+			    const char *mountpoint, const char *ready_file, bool report,
+			    struct mount_lock *lock, struct mount_loop *loop)
 {
 	int fds[2], wstatus;
 	char status = 0;
@@ -248,8 +342,11 @@ static int serve_background(const struct mount_config *config, struct fuse_sessi
 	}
 	if (pid == 0) {
 		close(fds[0]);
-		return serve_child(config, se, mountpoint, ready_file, report, fds[1]);
+		return serve_child(config, se, mountpoint, ready_file, report, fds[1], lock, loop);
 	}
+	/* The child holds the lock now; a signal from here on is passed on to it. */
+	interrupt_child = pid;
+	mount_lock_forget(lock);
 	close(fds[1]);
 	do
 		n = read(fds[0], &status, 1);
@@ -266,9 +363,10 @@ static int serve_background(const struct mount_config *config, struct fuse_sessi
 }
 
 int mount_serve(const struct mount_config *config, struct fuse_session *se, const char *mountpoint,
-		const char *ready_file, bool report)
+		const char *ready_file, bool report, struct mount_lock *lock,
+		struct mount_loop *loop)
 {
 	if (config->foreground)
-		return serve_foreground(config, se, mountpoint, ready_file, report);
-	return serve_background(config, se, mountpoint, ready_file, report);
+		return serve_foreground(config, se, mountpoint, ready_file, report, lock, loop);
+	return serve_background(config, se, mountpoint, ready_file, report, lock, loop);
 }

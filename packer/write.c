@@ -69,6 +69,7 @@ struct layout {
 /* The copy: an output buffer flushed into the archive file. */
 struct copier {
 	int fd;
+	const char *archive;  /* the name given, for messages */
 	uint64_t file_offset; /* where payload byte 0 is */
 	uint8_t *buf;
 	size_t fill;
@@ -508,7 +509,7 @@ static int flush(struct copier *cp, struct pyfs_err *err)
 			if (n < 0 && errno == EINTR && !pack_interrupted)
 				continue;
 			if (n <= 0) {
-				pyfs_err_set(err, "cannot write the archive: %s",
+				pyfs_err_set(err, "cannot write archive '%s': %s", cp->archive,
 					     n < 0 ? strerror(errno) : "short write");
 				return n < 0 ? -errno : -EIO;
 			}
@@ -694,6 +695,22 @@ static int check_written(const char *tmp, struct pyfs_err *err)
 	return ret;
 }
 
+/*
+ * The writer names the file it writes, the temporary one: in err, say the
+ * archive instead (the temporary file is removed, it means nothing to users).
+ */
+static void name_archive(struct pyfs_err *err, const char *tmp, const char *archive)
+{
+	char msg[sizeof(err->msg)];
+	const char *at = strstr(err->msg, tmp);
+	size_t len = strlen(tmp);
+
+	if (!at)
+		return;
+	snprintf(msg, sizeof(msg), "%.*s%s%s", (int)(at - err->msg), err->msg, archive, at + len);
+	memcpy(err->msg, msg, sizeof(msg));
+}
+
 int pack_write(struct pack_tree *tree, const char *archive, bool force, bool progress,
 	       struct pack_write_stats *stats, struct pyfs_err *err)
 {
@@ -701,7 +718,7 @@ int pack_write(struct pack_tree *tree, const char *archive, bool force, bool pro
 	struct pyfs_writer_shape shape;
 	struct pyfs_writer *writer = NULL;
 	struct layout l = {0};
-	struct copier cp = {.fd = -1};
+	struct copier cp = {.fd = -1, .archive = archive};
 	struct stat st;
 	char *tmp = NULL;
 	double t0 = pyfs_now(), t1, t2;
@@ -760,8 +777,10 @@ int pack_write(struct pack_tree *tree, const char *archive, bool force, bool pro
 	}
 	pack_signals_guard_file(tmp);
 	ret = pyfs_writer_create(tmp, &shape, &writer, err);
-	if (ret < 0)
+	if (ret < 0) {
+		name_archive(err, tmp, archive);
 		goto out_unlink;
+	}
 	{
 		size_t env_count;
 		const char *const *env = pack_tree_environment(tree, &env_count);
@@ -781,7 +800,7 @@ int pack_write(struct pack_tree *tree, const char *archive, bool force, bool pro
 	if (fstat(cp.fd, &st) == 0 && (uint64_t)st.st_size < cp.file_offset + l.payload_size &&
 	    ftruncate(cp.fd, (off_t)(cp.file_offset + l.payload_size)) < 0) {
 		ret = -errno;
-		pyfs_err_set(err, "cannot extend '%s': %s", tmp, strerror(errno));
+		pyfs_err_set(err, "cannot write archive '%s': %s", archive, strerror(errno));
 		goto out_abort;
 	}
 	stats->copy_seconds = pyfs_now() - t1;
@@ -790,8 +809,10 @@ int pack_write(struct pack_tree *tree, const char *archive, bool force, bool pro
 	ret = pyfs_writer_finish(writer, l.records, l.dirents, l.names,
 				 XXH3_64bits_digest(cp.payload_state), err);
 	writer = NULL;
-	if (ret < 0)
+	if (ret < 0) {
+		name_archive(err, tmp, archive);
 		goto out_unlink;
+	}
 	if (pack_interrupted) {
 		pyfs_err_set(err, "interrupted");
 		ret = -EINTR;
@@ -804,7 +825,7 @@ int pack_write(struct pack_tree *tree, const char *archive, bool force, bool pro
 	pyfs_debug("archive written passes validation (checked in %.3f s)", pyfs_now() - t2);
 	if (fsync(cp.fd) < 0) {
 		ret = -errno;
-		pyfs_err_set(err, "cannot write '%s': %s", tmp, strerror(errno));
+		pyfs_err_set(err, "cannot write archive '%s': %s", archive, strerror(errno));
 		goto out_unlink;
 	}
 	ret = rename_into_place(tmp, archive, force, err);

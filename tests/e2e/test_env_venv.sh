@@ -16,7 +16,6 @@
 need_fuse
 need_debian_numpy
 command -v strace >/dev/null || skip "strace is missing (apt-get install strace)"
-command -v getfattr >/dev/null || skip "getfattr is missing (apt-get install attr)"
 
 ENV=$WORK/env
 "$PY" -m venv --without-pip "$ENV" 2>"$WORK/venv.err" ||
@@ -79,7 +78,7 @@ is_mounted "$ENV" && fail "a refused mount left a mount"
 is_mounted "$ENV" || fail "'$ENV' is not mounted"
 [ ! -e "$SP/shadowmod.py" ] || fail "the directory underneath shows through the mount"
 
-stats() { getfattr -n user.pyfs.stats --only-values "$ENV" | awk -v k="$1" '$1 == k { print $2 }'; }
+stats() { "$PYFS_MOUNT" --stats "$ENV" | awk -v k="$1" '$1 == k { print $2 }'; }
 lookups0=$(stats lookups)
 opens0=$(stats opens)
 got=$(cd / && "$ENV/bin/hello") || fail "'$ENV/bin/hello' failed"

@@ -3,7 +3,8 @@
 # on SIGTERM (unmounting) or on fusermount3 -u; SIGKILL leaves a dead mount that
 # is refused as a mountpoint and that fusermount3 -u clears; in the default mode
 # under mpirun the command returns once both mounts are ready, the daemons
-# outlive mpirun, and fusermount3 -u ends them.
+# outlive mpirun, and fusermount3 -u ends them; all serving threads are running
+# when the mount is ready.
 . "$(dirname "$0")/lib.sh"
 need_fuse
 command -v mpirun >/dev/null || skip "mpirun is missing (apt-get install openmpi-bin)"
@@ -69,4 +70,31 @@ timeout 60 bash -c '"$0" "$1" "$2" 2>&1 | cat' "$PYFS_MOUNT" "$WORK/a.h5" "$mnt"
 	fail "'pyfs-mount ... | cat' did not return: the daemon holds an inherited descriptor"
 [ "$(cat "$mnt/d/f")" = hi ] || fail "singleton mount not serving"
 fusermount3 -u "$mnt" || fail "fusermount3 -u of the singleton mount failed"
+
+# Every serving thread runs before the mount is ready (their memory is reserved
+# then, so none has to be had later): one per CPU (2 to 10) by default, N with
+# -o max_threads=N. Each isatty() on a file reaches the daemon once (ENOTTY).
+cpus=$(nproc)
+want=$((cpus < 2 ? 2 : cpus > 10 ? 10 : cpus))
+for opts in "" "-o max_threads=5"; do
+	rm -f "$WORK/ready"
+	# shellcheck disable=SC2086 # word splitting of $opts is wanted
+	"$PYFS_MOUNT" -f $opts --ready-file="$WORK/ready" "$WORK/a.h5" "$mnt" 2>"$WORK/fg.err" &
+	fg_pid=$!
+	wait_until 20 test -s "$WORK/ready" || fail "no ready file: $(cat "$WORK/fg.err")"
+	threads=$(ls "/proc/$fg_pid/task" | wc -l)
+	[ -n "$opts" ] && want=5
+	[ "$threads" -eq $((want + 1)) ] ||
+		fail "${opts:-default}: $threads threads when the mount is ready, expected $want serving + 1"
+	before=$("$PYFS_MOUNT" --stats "$mnt" | awk '$1 == "ioctls" { print $2 }')
+	"${PY_ISOLATED[@]}" -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+assert not any(os.isatty(fd) for _ in range(50))' "$mnt/d/f" || fail "isatty on the mount"
+	after=$("$PYFS_MOUNT" --stats "$mnt" | awk '$1 == "ioctls" { print $2 }')
+	# 50 isatty calls plus the first --stats query itself.
+	[ $((after - before)) -eq 51 ] || fail "50 isatty calls made $((after - before)) ioctl requests (expected 51)"
+	kill -TERM "$fg_pid"
+	wait "$fg_pid" || fail "-f daemon exited $? after SIGTERM"
+done
+note "serving threads ready at mount time: $want by default on $cpus CPUs, 5 with -o max_threads=5"
 exit 0

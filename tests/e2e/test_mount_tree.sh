@@ -38,15 +38,31 @@ read -r files free bsize <<<"$(stat -f -c '%c %f %S' "$mnt")"
 [ "$free" = 0 ] && [ "$bsize" = 4096 ] || fail "statfs: free $free, block size $bsize"
 
 # Counters on the live mount.
-stats=$("${PY_ISOLATED[@]}" -c 'import os, sys; print(os.getxattr(sys.argv[1], "user.pyfs.stats").decode())' "$mnt") ||
-	fail "cannot read user.pyfs.stats"
+stats=$("$PYFS_MOUNT" --stats "$mnt") || fail "pyfs-mount --stats $mnt failed"
 for name in lookups misses opens reads bytes_read; do
 	grep -qE "^$name [0-9]+$" <<<"$stats" || fail "no counter '$name' in: $stats"
 done
 served=$(awk '$1 == "bytes_read" { print $2 }' <<<"$stats")
 [ "$served" -gt 100000000 ] || fail "bytes_read $served after reading the whole tree"
-"${PY_ISOLATED[@]}" -c 'import os, sys; os.getxattr(sys.argv[1], "user.other")' "$mnt" 2>/dev/null &&
-	fail "an unknown xattr did not fail"
+# No extended attributes at all (so that `ls -l` asks for none): the kernel says ENOTSUP.
+for name in user.other user.pyfs.stats; do
+	"${PY_ISOLATED[@]}" - "$mnt" "$name" <<'EOF' || fail "getxattr $name: not ENOTSUP"
+import errno, os, sys
+for path in (sys.argv[1], os.path.join(sys.argv[1], "numpy", "__init__.py")):
+    for call in (lambda: os.getxattr(path, sys.argv[2]), lambda: os.listxattr(path)):
+        try:
+            call()
+            sys.exit(f"{path}: getxattr/listxattr succeeded")
+        except OSError as e:
+            if e.errno != errno.ENOTSUP:
+                sys.exit(f"{path}: {e}")
+EOF
+done
+# --stats refuses what is not the root of a pyfs mount.
+expect_fail "--stats of a subdirectory" "$PYFS_MOUNT" --stats "$mnt/numpy"
+expect_message "is not the root of a pyfs mount"
+expect_fail "--stats of a plain directory" "$PYFS_MOUNT" --stats "$WORK"
+expect_message "is not the root of a pyfs mount"
 
 fusermount3 -u "$mnt" || fail "fusermount3 -u failed"
 wait_until 5 eval '! pid_alive '"$pid" || fail "daemon $pid still running 5 s after unmount"

@@ -95,10 +95,11 @@ kill_rank_during_pull 0
 # cache of each file is dropped first; the daemon's read counter must grow).
 check_served() {
 	"${PY_ISOLATED[@]}" - "$src" "$mnt" "$1" <<'EOF' || fail "after $1: the mount does not serve the original bytes"
-import os, sys
+import os, subprocess, sys
 src, mnt, what = sys.argv[1:4]
 def reads():
-    stats = os.getxattr(mnt, "user.pyfs.stats").decode().split("\n")
+    stats = subprocess.run([os.environ["PYFS_MOUNT"], "--stats", mnt], capture_output=True,
+                           check=True).stdout.decode().split("\n")
     return int(next(l.split()[1] for l in stats if l.startswith("reads ")))
 before, n = reads(), 0
 for root, dirs, files in os.walk(src):

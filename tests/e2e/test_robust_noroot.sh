@@ -1,6 +1,7 @@
 #!/bin/bash
 # No root at run time. An unprivileged user (created here, removed at exit) packs a
-# tree, mounts it through the setuid fusermount3, imports from the mount and unmounts.
+# tree, mounts it through the setuid fusermount3, imports from the mount and unmounts;
+# of 6 mounts the user starts at once on one directory, one succeeds.
 # The tree holds a setuid file, a setgid file, setgid and sticky directories, a FIFO, a
 # socket and a character device: in the mount no setuid, setgid or sticky bit is left,
 # the special files are absent, files belong to the mounting user, the mount is
@@ -127,6 +128,27 @@ as_other cat "$mnt/robustpkg/__init__.py" >/dev/null 2>"$WORK/other.err" || rc=$
 [ "$rc" -ne 0 ] || fail "another user can read from the mount without allow_other"
 stop_mount
 note "$user packed, mounted (nosuid,nodev, no special files, no setuid/setgid/sticky bits), imported, unmounted; $other got EACCES"
+
+# Racing mounts as the user: 6 at once, 2 rounds; one mount each time, never two stacked.
+for round in 1 2; do
+	pids=()
+	for i in 1 2 3 4 5 6; do
+		as_user "$home/bin/pyfs-mount" "$home/env.h5" "$mnt" >/dev/null 2>"$WORK/race.$i" &
+		pids+=($!)
+	done
+	ok=0
+	for i in 1 2 3 4 5 6; do
+		if wait "${pids[i - 1]}"; then
+			ok=$((ok + 1))
+		else
+			grep -q "is already" "$WORK/race.$i" || fail "racing mount $i as $user: $(cat "$WORK/race.$i")"
+		fi
+	done
+	n=$(awk -v d="$mnt" '$5 == d { n++ } END { print n + 0 }' /proc/self/mountinfo)
+	[ "$ok" -eq 1 ] && [ "$n" -eq 1 ] || fail "racing mounts as $user, round $round: $ok succeeded, $n mounts"
+	as_user fusermount3 -u "$mnt" || fail "fusermount3 -u as $user failed"
+done
+note "6 racing mounts as $user, 2 rounds: one mount each time"
 
 # allow_other: refused while /etc/fuse.conf does not allow it, then allowed.
 cp -p /etc/fuse.conf "$WORK/fuse.conf.orig"

@@ -1,0 +1,62 @@
+/*
+ * loop.h - the serving loop of pyfs-mount: a fixed set of threads whose
+ * stacks and request buffers are reserved before the mount is reported
+ * ready (loop.c), so that a live mount never ends for want of memory.
+ */
+#ifndef LOOP_H
+#define LOOP_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <fuse_lowlevel.h>
+#include <semaphore.h>
+
+#include "log.h"
+
+/*
+ * Threads when -o max_threads is not given: one per CPU this process may run
+ * on, at least 2 and at most 10 (libfuse's default). No handler ever blocks
+ * (everything is in RAM), so threads beyond the CPUs only add wake-ups of
+ * threads with cold caches: on 2 CPUs, 10 threads cost 3.5-6.8 us of daemon
+ * CPU per request against 2.6-3.3 us for 2 (docs/PERFORMANCE.md).
+ */
+#define MOUNT_LOOP_THREADS_MIN 2u
+#define MOUNT_LOOP_THREADS_MAX 10u
+
+unsigned int mount_loop_default_threads(void);
+
+struct loop_worker;
+
+struct mount_loop {
+	struct fuse_session *se;
+	struct loop_worker *workers;
+	unsigned int threads;
+	void *region; /* stacks and request buffers of all threads, one mapping */
+	size_t region_size;
+	sem_t finish; /* posted by each thread that stops */
+	atomic_int error;
+};
+
+/* What mount_loop_reserve() takes for threads threads, in bytes. */
+uint64_t mount_loop_bytes(unsigned int threads);
+
+/*
+ * Reserve and touch the stacks and request buffers of threads serving
+ * threads (0: the default). Before MPI is finalized; the daemon inherits
+ * them. 0, or a negative errno with err saying how much could not be had.
+ */
+int mount_loop_reserve(struct mount_loop *loop, unsigned int threads, struct pyfs_err *err);
+
+/*
+ * Serve se with the reserved threads until the session ends (unmounted, or a
+ * signal handler of libfuse exited it). Starts as many threads as it can (at
+ * least one). Returns 0, or a negative errno when the device failed.
+ */
+int mount_loop_run(struct mount_loop *loop, struct fuse_session *se);
+
+void mount_loop_free(struct mount_loop *loop);
+
+#endif /* LOOP_H */
