@@ -3,7 +3,8 @@
  * bad mountpoint costs nothing and is reported in plain words: missing, not a
  * directory, already mounted (or a dead mount left by a killed daemon), not
  * empty (unless -o nonempty), not writable for a non-root user; the "%r"/"%n"
- * expansion; the pyfs mounts of this node; and the node-local lock that keeps two pyfs-mount from stacking on one directory.
+ * expansion; the pyfs mounts of this node; and the node-local lock that keeps
+ * two pyfs-mount from stacking on one directory.
  */
 #include "mount.h"
 
