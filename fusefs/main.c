@@ -38,6 +38,9 @@ enum {
 	OPT_RANKS_AS_NODES = 256,
 	OPT_NO_VERIFY,
 	OPT_READY_FILE,
+	OPT_EXCHANGE,
+	OPT_READERS,
+	OPT_CHUNK,
 };
 
 enum {
@@ -87,6 +90,8 @@ static void mount_usage(FILE *out)
 	    "      --no-verify        skip the payload checksum after the pull\n"
 	    "      --ready-file=PATH  once mounted, write the serving PID to PATH (atomically;\n"
 	    "                         removed at unmount): a readiness signal with -f\n"
+	    "      --readers=R        at most R nodes read the archive file, each 1/R of\n"
+	    "                         it; the others get it from them (default %d)\n"
 	    "  -o OPT[,OPT...]        mount options, see below\n"
 	    "  -v, --verbose          rank 0 reports sizes, timings, bandwidth, bytes read per\n"
 	    "                         node and memory; twice for debug messages\n"
@@ -95,6 +100,13 @@ static void mount_usage(FILE *out)
 	    "  -V, --version          print the versions of pyfs-mount and its libraries\n"
 	    "\n"
 	    "In MOUNTPOINT and PATH, %%r is the MPI rank, %%n the node index, %%%% a '%%'.\n"
+	    "\n"
+	    "Advanced pull options (for measurements):\n"
+	    "      --exchange=METHOD  how nodes pass the payload on: ring (default; a\n"
+	    "                         pipelined ring of point-to-point transfers) or\n"
+	    "                         allgatherv (rounds of MPI_Allgatherv in place)\n"
+	    "      --chunk=MIB        payload chunk size in MiB, 1-%d (default: 1-%d MiB\n"
+	    "                         from the payload size and the node count)\n"
 	    "\n"
 	    "pyfs -o options:\n"
 	    "  timeout=SECONDS        kernel cache time of entries, attributes and misses\n"
@@ -116,7 +128,8 @@ static void mount_usage(FILE *out)
 	    "Exit status: 0 mounted (with -f: unmounted cleanly), 1 failure, 2 usage error.\n"
 	    "Up to the pull and its checks every rank fails together, with the same error,\n"
 	    "and nothing is mounted anywhere; the mount itself (after MPI ends) is per\n"
-	    "node: a node where it fails exits 1 while the others serve.\n");
+	    "node: a node where it fails exits 1 while the others serve.\n",
+	    PULL_READERS_DEFAULT, PULL_CHUNK_MAX_MIB, PULL_CHUNK_AUTO_MAX_MIB);
 }
 
 static void mount_version(void)
@@ -214,6 +227,22 @@ static int mount_parse_fuse_options(struct mount_config *config, struct pyfs_err
 	return rc < 0 ? -EINVAL : 0;
 }
 
+/* A whole number from 1 to max, in decimal: 0 or -EINVAL. */
+static int mount_parse_count(const char *text, uint64_t max, uint64_t *out)
+{
+	char *end = NULL;
+	unsigned long long value;
+
+	if (text[0] < '0' || text[0] > '9')
+		return -EINVAL;
+	errno = 0;
+	value = strtoull(text, &end, 10);
+	if (errno || *end || value < 1 || value > max)
+		return -EINVAL;
+	*out = value;
+	return 0;
+}
+
 /*
  * Parse argv into config. Returns -1 to go on, or an exit status (after
  * --help, --version or a usage error).
@@ -225,6 +254,9 @@ static int mount_parse(int argc, char **argv, struct mount_config *config)
 	    {"ranks-as-nodes", no_argument, NULL, OPT_RANKS_AS_NODES},
 	    {"no-verify", no_argument, NULL, OPT_NO_VERIFY},
 	    {"ready-file", required_argument, NULL, OPT_READY_FILE},
+	    {"exchange", required_argument, NULL, OPT_EXCHANGE},
+	    {"readers", required_argument, NULL, OPT_READERS},
+	    {"chunk", required_argument, NULL, OPT_CHUNK},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"help", no_argument, NULL, 'h'},
@@ -232,6 +264,7 @@ static int mount_parse(int argc, char **argv, struct mount_config *config)
 	    {NULL, 0, NULL, 0},
 	};
 	struct pyfs_err err = {{0}};
+	uint64_t number;
 	int verbose = 0, quiet = 0, c;
 
 	opterr = 0;
@@ -248,6 +281,32 @@ static int mount_parse(int argc, char **argv, struct mount_config *config)
 			break;
 		case OPT_READY_FILE:
 			config->ready_file = optarg;
+			break;
+		case OPT_EXCHANGE:
+			if (strcmp(optarg, "ring") == 0)
+				config->exchange = PULL_EXCHANGE_RING;
+			else if (strcmp(optarg, "allgatherv") == 0)
+				config->exchange = PULL_EXCHANGE_ALLGATHERV;
+			else
+				return mount_usage_error(
+				    "invalid --exchange '%s': expected ring or "
+				    "allgatherv",
+				    optarg);
+			break;
+		case OPT_READERS:
+			if (mount_parse_count(optarg, INT_MAX, &number) < 0)
+				return mount_usage_error("invalid --readers '%s': expected a whole "
+							 "number from 1",
+							 optarg);
+			config->readers = (int)number;
+			break;
+		case OPT_CHUNK:
+			if (mount_parse_count(optarg, PULL_CHUNK_MAX_MIB, &number) < 0)
+				return mount_usage_error(
+				    "invalid --chunk '%s': expected MiB from 1 "
+				    "to %d",
+				    optarg, PULL_CHUNK_MAX_MIB);
+			config->chunk_bytes = number * PYFS_PAYLOAD_ALIGNMENT;
 			break;
 		case 'o':
 			if (fuse_opt_add_arg(&config->args, "-o") < 0 ||
@@ -449,7 +508,11 @@ static int mount_make_image(const struct mount_config *config, struct mount_stat
 	double start = pyfs_now();
 	int rc = pyfs_image_create(&state->parts, &state->image, err);
 
-	if (rc == 0 && config->verify)
+	/* The pull checksummed the payload while it arrived; else do it now. */
+	if (rc == 0 && config->verify && state->stats.payload_hashed)
+		rc = pyfs_image_verify_payload_digest(state->image, state->stats.payload_digest,
+						      err);
+	else if (rc == 0 && config->verify)
 		rc = pyfs_image_verify_payload(state->image, err);
 	if (rc == 0 && !config->verify)
 		pyfs_debug("payload checksum not verified (--no-verify)");
@@ -470,14 +533,35 @@ static uint64_t mount_rss_bytes(void)
 	return pull_proc_value("/proc/self/status", "VmRSS:") * 1024;
 }
 
-/* --verbose, leaders (collectively): rank 0 reports the pull of every node. */
+/* --verbose, rank 0: one line per node (what it read, moved, and when it was done). */
+static void mount_report_node(int index, const struct pull_stats *n)
+{
+	char role[48] = "not a reader";
+
+	if (n->reader >= 0)
+		snprintf(role, sizeof(role), "reader %d of %d", (int)n->reader, (int)n->readers);
+	pyfs_info("node %d (rank %d): read %" PRIu64 " bytes of the archive file for a %" PRIu64
+		  "-byte share of the payload (%s); %s %" PRIu64 ", received %" PRIu64
+		  " bytes; read %.3f s, all here %.3f s, checksum %.3f s, done %.3f s",
+		  index, (int)n->rank, n->file_bytes_read, n->share_bytes, role,
+		  n->exchange == PULL_EXCHANGE_ALLGATHERV ? "contributed" : "sent", n->bytes_sent,
+		  n->bytes_received, n->read_seconds, n->exchange_seconds, n->hash_seconds,
+		  n->payload_seconds);
+}
+
+/*
+ * --verbose, leaders (collectively): rank 0 reports the pull of every node.
+ * The payload stages overlap: read and exchange are both counted from the
+ * start of the payload pull, and the checksum runs while chunks arrive; what
+ * is left after the last byte is in (and validation) is "validate+verify".
+ */
 static void mount_report(const struct mount_config *config, struct mount_state *state)
 {
 	const struct pull_stats *s = &state->stats;
 	struct pull_stats *all;
 	struct pyfs_err err = {{0}};
-	uint64_t total = 0;
-	double pull;
+	uint64_t total = 0, moved = 0;
+	double pull, read = 0.0, arrived = 0.0, payload = 0.0, hash = 0.0, after = 0.0;
 	int failed;
 
 	if (!config->verbose)
@@ -491,27 +575,50 @@ static void mount_report(const struct mount_config *config, struct mount_state *
 	}
 	if (state->world.rank != 0)
 		goto out_free;
-	pull = s->metadata_seconds + s->read_seconds + s->gather_seconds;
+	/* The slowest node of each stage: that is what the job waits for. */
+	for (int i = 0; i < state->world.node_count; i++) {
+		const struct pull_stats *n = &all[i];
+
+		read = n->read_seconds > read ? n->read_seconds : read;
+		arrived = n->exchange_seconds > arrived ? n->exchange_seconds : arrived;
+		payload = n->payload_seconds > payload ? n->payload_seconds : payload;
+		hash = n->hash_seconds > hash ? n->hash_seconds : hash;
+		if (n->payload_seconds - n->exchange_seconds > after)
+			after = n->payload_seconds - n->exchange_seconds;
+		moved += n->bytes_received;
+	}
+	pull = s->metadata_seconds + payload + state->verify_seconds;
 	pyfs_info("archive '%s': %.1f MiB file, %.1f MiB payload, %" PRIu32 " inodes; "
 		  "%d node(s) of %d rank(s)",
 		  config->archive, MIB(s->archive_size), MIB(s->payload_size),
 		  pyfs_image_inode_count(state->image), state->world.node_count, state->world.size);
-	pyfs_info("pull %.3f s (%.0f MiB/s): metadata %.3f s, read %.3f s in %" PRIu32
-		  " round(s) of slices of %.1f MiB (%s), exchange %.3f s; %s %.3f s",
-		  pull, pull > 0 ? MIB(s->payload_size) / pull : 0.0, s->metadata_seconds,
-		  s->read_seconds, s->rounds, MIB(all[0].slice_size),
-		  s->collective ? "HDF5 collective" : "HDF5 NOT collective", s->gather_seconds,
-		  config->verify ? "validate+verify" : "validate", state->verify_seconds);
+	pyfs_info("pull %.3f s (%.0f MiB/s): metadata %.3f s, read %.3f s by %d reader(s) in "
+		  "%" PRIu64 " chunk(s) of %.0f MiB%s, %s exchange %.3f s; validate+verify %.3f s",
+		  pull, pull > 0 ? MIB(s->payload_size) / pull : 0.0, s->metadata_seconds, read,
+		  (int)s->readers, s->chunk_count, MIB(s->chunk_bytes),
+		  s->threads ? "" : " (no threads: stages in sequence)",
+		  pull_exchange_name((enum pull_exchange)s->exchange), arrived,
+		  after + state->verify_seconds);
+	pyfs_info("overlap: payload done in %.3f s; the last byte was here %.3f s after the "
+		  "last read ended; checksum %.3f s, %.3f s of it after the last byte (%.0f%% "
+		  "hidden)%s",
+		  payload, arrived - read, hash, after,
+		  hash > 0 ? 100.0 * (1.0 - after / hash) : 0.0,
+		  config->verify ? "" : " (--no-verify)");
 	for (int i = 0; i < state->world.node_count; i++) {
-		pyfs_info("node %d (rank %d): read %" PRIu64 " bytes of the archive file for a "
-			  "%" PRIu64 "-byte payload slice",
-			  i, (int)all[i].rank, all[i].file_bytes_read, all[i].slice_size);
+		mount_report_node(i, &all[i]);
 		total += all[i].file_bytes_read;
 	}
 	pyfs_info("all nodes read %" PRIu64 " bytes of the archive file for a %" PRIu64
 		  "-byte payload: %.3fx the payload",
 		  total, s->payload_size,
 		  s->payload_size ? (double)total / (double)s->payload_size : 0.0);
+	pyfs_info("exchange: %" PRIu64 " bytes received over all nodes, %.3fx the payload per "
+		  "node (each node receives what it did not read itself)",
+		  moved,
+		  s->payload_size
+		      ? (double)moved / (double)s->payload_size / (double)state->world.node_count
+		      : 0.0);
 	pyfs_info("RSS %.1f MiB for a %.1f MiB payload", MIB(mount_rss_bytes()),
 		  MIB(s->payload_size));
 out_free:
@@ -535,14 +642,18 @@ static int mount_run(struct mount_config *config)
 	struct mount_state state;
 	struct pyfs_err err = {{0}};
 	char prefix[64];
-	int rc = 0, status = MOUNT_EXIT_FAILURE;
+	struct pull_options pull = {(enum pull_exchange)config->exchange, config->readers,
+				    config->chunk_bytes, config->verify, false};
+	int rc = 0, status = MOUNT_EXIT_FAILURE, threads = MPI_THREAD_SINGLE;
 	bool leader = false;
 
 	memset(&state, 0, sizeof(state));
-	if (MPI_Init(NULL, NULL) != MPI_SUCCESS) {
+	/* Threads read and checksum during the pull; only this one calls MPI. */
+	if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &threads) != MPI_SUCCESS) {
 		pyfs_error("cannot initialize MPI");
 		return MOUNT_EXIT_FAILURE;
 	}
+	pull.threads = threads >= MPI_THREAD_FUNNELED;
 	H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 	rc = pull_world_init(&state.world, config->ranks_as_nodes, &err);
 	if (mount_failed(&state, rc, &err))
@@ -571,7 +682,8 @@ static int mount_run(struct mount_config *config)
 	if (mount_failed(&state, rc, &err))
 		goto out_finalize;
 	if (leader)
-		rc = pull_payload(&state.world, config->archive, &state.parts, &state.stats, &err);
+		rc = pull_payload(&state.world, config->archive, &pull, &state.parts, &state.stats,
+				  &err);
 	if (mount_failed(&state, rc, &err))
 		goto out_finalize;
 	if (leader)
@@ -603,6 +715,8 @@ int main(int argc, char **argv)
 
 	memset(&config, 0, sizeof(config));
 	config.verify = true;
+	config.exchange = PULL_EXCHANGE_RING;
+	config.readers = PULL_READERS_DEFAULT;
 	ops_options_default(&config.ops);
 	pyfs_log_set_prefix(MOUNT_PROGRAM);
 	mount_fuse_log_init();

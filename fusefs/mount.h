@@ -38,6 +38,9 @@ struct mount_config {
 	struct fuse_conn_info_opts *conn_opts; /* libfuse's connection -o options */
 	int clone_fd;			       /* -o clone_fd */
 	unsigned int max_threads;	       /* -o max_threads=N; 0: libfuse's default */
+	int exchange;			       /* --exchange: enum pull_exchange */
+	int readers;			       /* --readers */
+	uint64_t chunk_bytes;		       /* --chunk; 0: automatic */
 };
 
 /* ---- mountpoint.c ---- */
