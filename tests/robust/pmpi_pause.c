@@ -2,10 +2,11 @@
  * pmpi_pause.c - an LD_PRELOAD shim (MPI profiling interface) that stops one rank of
  * pyfs-mount in the middle of the pull, so that a test can kill it there.
  *
- * It wraps MPI_File_open, which parallel HDF5 calls when the node leaders open the
- * archive for the collective payload read: by then the metadata has been broadcast and
- * every other rank waits for this one in a collective. The chosen rank writes its PID
- * to a file and sleeps before it goes on; a test kills it with SIGKILL while it sleeps.
+ * It wraps the first call of the payload exchange (MPI_Irecv for the ring,
+ * MPI_Allgatherv for --exchange=allgatherv): by then the metadata has been broadcast,
+ * the readers are reading, and every other rank waits for this one in the exchange.
+ * The chosen rank writes its PID to a file and sleeps before it goes on; a test kills
+ * it with SIGKILL while it sleeps.
  *
  *   PYFS_FAULT_RANK=N       MPI_COMM_WORLD rank to stop (nothing happens without it)
  *   PYFS_FAULT_MARK=PATH    written ("PID\n") once the rank has stopped
@@ -19,13 +20,18 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-int MPI_File_open(MPI_Comm comm, const char *filename, int amode, MPI_Info info, MPI_File *fh)
+/* Stop here once, on the chosen rank. */
+static void pause_once(void)
 {
+	static int paused;
 	const char *rank_env = getenv("PYFS_FAULT_RANK");
 	const char *mark = getenv("PYFS_FAULT_MARK");
 	const char *seconds = getenv("PYFS_FAULT_SECONDS");
 	int rank = -1;
 
+	if (paused)
+		return;
+	paused = 1;
 	PMPI_Comm_rank(MPI_COMM_WORLD, &rank);
 	if (rank_env && atoi(rank_env) == rank) {
 		if (mark) {
@@ -42,5 +48,19 @@ int MPI_File_open(MPI_Comm comm, const char *filename, int amode, MPI_Info info,
 		}
 		sleep(seconds ? (unsigned)atoi(seconds) : 60);
 	}
-	return PMPI_File_open(comm, filename, amode, info, fh);
+}
+
+int MPI_Irecv(void *buf, int count, MPI_Datatype type, int source, int tag, MPI_Comm comm,
+	      MPI_Request *request)
+{
+	pause_once();
+	return PMPI_Irecv(buf, count, type, source, tag, comm, request);
+}
+
+int MPI_Allgatherv(const void *sendbuf, int sendcount, MPI_Datatype sendtype, void *recvbuf,
+		   const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm)
+{
+	pause_once();
+	return PMPI_Allgatherv(sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype,
+			       comm);
 }
