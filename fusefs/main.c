@@ -361,20 +361,24 @@ struct mount_state {
 	struct pyfs_image_parts parts;
 	struct pyfs_image *image;
 	struct pull_stats stats;
+	int origin; /* world rank where a pull step failed; -1: this one, or none */
 	double verify_seconds;
 };
 
 /*
  * The agreement after a step, on all ranks: true when the step failed
  * somewhere. Rank 0 prints the error once, under the prefix of the rank
- * where it happened.
+ * where it happened (state->origin, when the step's own agreement among the
+ * leaders found it; then reset).
  */
 static bool mount_failed(struct mount_state *state, int rc, struct pyfs_err *err)
 {
-	int failed = state->world.rank;
+	int origin = rc < 0 && state->origin >= 0 ? state->origin : state->world.rank;
+	int failed = origin;
 	char prefix[64];
 
-	rc = pull_agree(MPI_COMM_WORLD, state->world.rank, rc, err, &failed);
+	state->origin = -1;
+	rc = pull_agree(MPI_COMM_WORLD, origin, rc, err, &failed);
 	if (rc == 0)
 		return false;
 	if (state->world.rank == 0) {
@@ -648,6 +652,7 @@ static int mount_run(struct mount_config *config)
 	bool leader = false;
 
 	memset(&state, 0, sizeof(state));
+	state.origin = -1;
 	/* Threads read and checksum during the pull; only this one calls MPI. */
 	if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &threads) != MPI_SUCCESS) {
 		pyfs_error("cannot initialize MPI");
@@ -678,12 +683,13 @@ static int mount_run(struct mount_config *config)
 		goto out_finalize;
 
 	if (leader)
-		rc = pull_metadata(&state.world, config->archive, &state.parts, &state.stats, &err);
+		rc = pull_metadata(&state.world, config->archive, &state.parts, &state.stats,
+				   &state.origin, &err);
 	if (mount_failed(&state, rc, &err))
 		goto out_finalize;
 	if (leader)
 		rc = pull_payload(&state.world, config->archive, &pull, &state.parts, &state.stats,
-				  &err);
+				  &state.origin, &err);
 	if (mount_failed(&state, rc, &err))
 		goto out_finalize;
 	if (leader)

@@ -227,11 +227,12 @@ static int pull_alloc_parts(const struct pull_header *h, struct pyfs_image_parts
 }
 
 int pull_metadata(const struct pull_world *world, const char *archive,
-		  struct pyfs_image_parts *parts, struct pull_stats *stats, struct pyfs_err *err)
+		  struct pyfs_image_parts *parts, struct pull_stats *stats, int *failed_rank,
+		  struct pyfs_err *err)
 {
 	struct pull_header h;
 	double start = pyfs_now();
-	int rc, failed;
+	int rc;
 
 	memset(&h, 0, sizeof(h));
 	memset(parts, 0, sizeof(*parts));
@@ -244,19 +245,22 @@ int pull_metadata(const struct pull_world *world, const char *archive,
 	rc = MPI_Bcast(&h, sizeof(h), MPI_BYTE, 0, world->leaders);
 	if (rc != MPI_SUCCESS) {
 		rc = pull_mpi_error(rc, "broadcasting the archive header", err);
+		*failed_rank = world->rank;
 		goto out_free;
 	}
 	if (h.rc < 0) {
 		h.msg[sizeof(h.msg) - 1] = '\0';
 		pyfs_err_set(err, "%s", h.msg);
 		rc = h.rc;
+		*failed_rank = 0; /* world rank 0 reads the metadata */
 		goto out_free;
 	}
 	stats->archive_size = h.archive_size;
 	stats->payload_size = h.payload_size;
 	stats->payload_offset = h.payload_offset;
 	rc = pull_alloc_parts(&h, parts, archive, err);
-	rc = pull_agree(world->leaders, world->rank, rc, err, &failed);
+	*failed_rank = 0;
+	rc = pull_agree(world->leaders, world->rank, rc, err, failed_rank);
 	if (rc < 0)
 		goto out_free;
 	rc = pull_bcast(parts->inodes, parts->inode_count * sizeof(struct pyfs_inode), 0,
@@ -783,13 +787,13 @@ static void pull_job_free(struct pull_job *job)
 
 int pull_payload(const struct pull_world *world, const char *archive,
 		 const struct pull_options *options, struct pyfs_image_parts *parts,
-		 struct pull_stats *stats, struct pyfs_err *err)
+		 struct pull_stats *stats, int *failed_rank, struct pyfs_err *err)
 {
 	struct pull_job job;
 	pthread_t reader_thread, hash_thread;
 	bool reading = false, hashing = false;
 	double arrived;
-	int rc, failed;
+	int rc;
 
 	rc = pull_job_init(&job, world, archive, options, parts, stats, err);
 	stats->reader = job.reader;
@@ -803,7 +807,7 @@ int pull_payload(const struct pull_world *world, const char *archive,
 	/* A reader with no chunk (a payload smaller than R chunks) opens nothing. */
 	if (rc == 0 && stats->share_bytes)
 		rc = pull_open_archive(&job, stats->archive_size, err);
-	rc = pull_agree(world->leaders, world->rank, rc, err, &failed);
+	rc = pull_agree(world->leaders, world->rank, rc, err, failed_rank);
 	if (rc < 0)
 		goto out_free;
 
@@ -844,7 +848,7 @@ int pull_payload(const struct pull_world *world, const char *archive,
 		stats->payload_digest = pyfs_checksum_digest(job.sum);
 		stats->payload_hashed = 1;
 	}
-	rc = pull_agree(world->leaders, world->rank, rc, err, &failed);
+	rc = pull_agree(world->leaders, world->rank, rc, err, failed_rank);
 out_free:
 	pull_job_free(&job);
 	return rc;

@@ -120,20 +120,23 @@ struct pull_stats {
  * Leaders only, collectively over world->leaders: read the metadata of
  * archive on world rank 0 and broadcast it into parts (inodes, dirents,
  * names, checksums, payload_size), and allocate parts->payload. Returns the
- * same result on every leader; on failure parts is freed.
+ * same result on every leader; on failure parts is freed and *failed_rank is
+ * the MPI_COMM_WORLD rank where it failed.
  */
 int pull_metadata(const struct pull_world *world, const char *archive,
-		  struct pyfs_image_parts *parts, struct pull_stats *stats, struct pyfs_err *err);
+		  struct pyfs_image_parts *parts, struct pull_stats *stats, int *failed_rank,
+		  struct pyfs_err *err);
 
 /*
  * Leaders only, collectively: read this node's chunks of the payload into
  * parts->payload when it is a reader, exchange them so that every leader
  * holds the whole payload, and (options->verify) checksum it meanwhile into
- * stats->payload_digest. Same result on every leader.
+ * stats->payload_digest. Same result on every leader; on failure
+ * *failed_rank is the MPI_COMM_WORLD rank where it failed.
  */
 int pull_payload(const struct pull_world *world, const char *archive,
 		 const struct pull_options *options, struct pyfs_image_parts *parts,
-		 struct pull_stats *stats, struct pyfs_err *err);
+		 struct pull_stats *stats, int *failed_rank, struct pyfs_err *err);
 
 /*
  * Leaders only, collectively: gather every node's stats on world rank 0

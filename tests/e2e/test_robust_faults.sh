@@ -5,6 +5,8 @@
 #     after the metadata broadcast, until it is killed): mpirun returns non-zero within
 #     30 s, no pyfs-mount of the job is left, nothing is mounted; once for rank 2 in the
 #     ring exchange, once for rank 0 in the Allgatherv exchange;
+#  1b. a reader whose reads fail with EIO after its first chunk (the shim again), with
+#     each exchange: every rank exits 1 with that error, nothing is mounted, no hang;
 #  2. the archive truncated, overwritten in place, deleted, then replaced by another one
 #     after the mount: every file still reads back its original bytes (the page cache is
 #     dropped before each check and the daemon's read counter proves it served them);
@@ -91,6 +93,24 @@ kill_rank_during_pull() { # kill_rank_during_pull RANK EXCHANGE
 }
 kill_rank_during_pull 2 ring
 kill_rank_during_pull 0 allgatherv
+
+for exchange in ring allgatherv; do
+	rm -f "$WORK/status"
+	timeout 60 mpirun -np 3 env LD_PRELOAD="$preload" PYFS_FAULT_EIO_RANK=1 \
+		sh -c '"$0" --ranks-as-nodes --exchange="$1" --chunk=1 "$2" "$3"; echo "$?" >>"$4"' \
+		"$PYFS_MOUNT" "$exchange" "$WORK/a.h5" "$WORK/r%r" "$WORK/status" \
+		</dev/null >"$WORK/mpirun.out" 2>&1 || fail "$exchange: mpirun with a failing reader failed or hung: $(tail -c 500 "$WORK/mpirun.out")"
+	[ "$(sort "$WORK/status" | tr '\n' ' ')" = "1 1 1 " ] ||
+		fail "$exchange: exit statuses with a failing reader: $(tr '\n' ' ' <"$WORK/status"), expected 1 1 1"
+	grep -q "rank 1\].*cannot read archive '.*a.h5': Input/output error" "$WORK/mpirun.out" ||
+		fail "$exchange: no clear error for the failing reader: $(tail -c 500 "$WORK/mpirun.out")"
+	[ "$(grep -c "cannot read archive" "$WORK/mpirun.out")" -eq 1 ] ||
+		fail "$exchange: the error was not printed once: $(cat "$WORK/mpirun.out")"
+	for r in 0 1 2; do
+		is_mounted "$WORK/r$r" && fail "$exchange: r$r is mounted after a reader failed"
+	done
+	note "$exchange: a reader failing mid-pull: every rank exited 1 with '$(grep -o "cannot read.*" "$WORK/mpirun.out")'"
+done
 
 # ---- 2. the archive changes under a live mount -------------------------------------------
 # check_served WHAT: every file reads back its source bytes, from the daemon (the page

@@ -12,12 +12,22 @@
  *   PYFS_FAULT_MARK=PATH    written ("PID\n") once the rank has stopped
  *   PYFS_FAULT_SECONDS=S    how long it stays stopped (default 60)
  *
+ * It also wraps pread(2), to fail one reader in the middle of its payload reads:
+ *
+ *   PYFS_FAULT_EIO_RANK=N   on this MPI_COMM_WORLD rank, the second pread of 1 MiB or
+ *                           more (a payload chunk; HDF5's metadata reads are smaller)
+ *                           and every one after it fail with EIO
+ *
  * Build: mpicc -shared -fPIC -o pmpi_pause.so pmpi_pause.c
  * Use:   mpirun -np 3 env LD_PRELOAD=$PWD/pmpi_pause.so PYFS_FAULT_RANK=2 ... pyfs-mount ...
  */
+#define _GNU_SOURCE /* RTLD_NEXT */
+#include <dlfcn.h>
+#include <errno.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 /* Stop here once, on the chosen rank. */
@@ -63,4 +73,26 @@ int MPI_Allgatherv(const void *sendbuf, int sendcount, MPI_Datatype sendtype, vo
 	pause_once();
 	return PMPI_Allgatherv(sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype,
 			       comm);
+}
+
+ssize_t pread64(int fd, void *buf, size_t count, off_t offset);
+
+ssize_t pread64(int fd, void *buf, size_t count, off_t offset)
+{
+	static ssize_t (*real)(int, void *, size_t, off_t);
+	static int chunks;
+	const char *rank_env = getenv("PYFS_FAULT_EIO_RANK");
+	int initialized = 0, rank = -1;
+
+	if (!real)
+		real = (ssize_t(*)(int, void *, size_t, off_t))dlsym(RTLD_NEXT, "pread64");
+	if (rank_env && count >= (1u << 20) && MPI_Initialized(&initialized) == MPI_SUCCESS &&
+	    initialized) {
+		PMPI_Comm_rank(MPI_COMM_WORLD, &rank);
+		if (atoi(rank_env) == rank && ++chunks >= 2) {
+			errno = EIO;
+			return -1;
+		}
+	}
+	return real(fd, buf, count, offset);
 }
