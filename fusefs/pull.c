@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "archive_io.h"
@@ -286,6 +287,9 @@ out_free:
 #define PULL_RING_WINDOW 4
 #define PULL_RING_TAG	 0x7079
 
+/* Longest pause between MPI polls while the ring waits for this node's reader. */
+#define PULL_POLL_USEC 200
+
 _Static_assert(PULL_CHUNK_MAX_MIB *PULL_UNIT <= INT_MAX,
 	       "a chunk is one MPI transfer counted in int");
 
@@ -387,16 +391,28 @@ static void pull_mark_ready(struct pull_job *job, uint64_t c)
 	pthread_mutex_unlock(&job->lock);
 }
 
-/* Wait until chunk c is ready: true, or false once the pull is aborted. */
-static bool pull_wait_ready(struct pull_job *job, uint64_t c)
+/*
+ * Wait until chunk c is ready, for at most usec microseconds (0: no limit):
+ * true once it is, false on timeout or once the pull is aborted.
+ */
+static bool pull_wait_ready(struct pull_job *job, uint64_t c, long usec)
 {
+	struct timespec until;
 	bool ready = pull_is_ready(job, c);
 
 	if (ready)
 		return true;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_nsec += usec * 1000;
+	until.tv_sec += until.tv_nsec / 1000000000;
+	until.tv_nsec %= 1000000000;
 	pthread_mutex_lock(&job->lock);
-	while (!(ready = pull_is_ready(job, c)) && !atomic_load(&job->abort))
-		pthread_cond_wait(&job->cond, &job->lock);
+	while (!(ready = pull_is_ready(job, c)) && !atomic_load(&job->abort)) {
+		if (!usec)
+			pthread_cond_wait(&job->cond, &job->lock);
+		else if (pthread_cond_timedwait(&job->cond, &job->lock, &until) == ETIMEDOUT)
+			break;
+	}
 	pthread_mutex_unlock(&job->lock);
 	return ready;
 }
@@ -471,7 +487,7 @@ static void *pull_hash_chunks(void *arg)
 	for (uint64_t c = 0; c < job->chunks; c++) {
 		double t;
 
-		if (!pull_wait_ready(job, c))
+		if (!pull_wait_ready(job, c, 0))
 			break;
 		t = pyfs_now();
 		pyfs_checksum_update(job->sum, job->payload + c * job->chunk,
@@ -587,12 +603,17 @@ static int pull_exchange_ring(struct pull_job *job, MPI_Comm comm, struct pull_s
 			return 0;
 		/*
 		 * Block in MPI unless the next send waits for this node's own
-		 * reader, which MPI cannot see: then poll, and let it run.
+		 * reader, which MPI cannot see (and blocking there could deadlock
+		 * the ring): then poll MPI, sleeping on the reader's signal for
+		 * at most PULL_POLL_USEC between polls, so that a spinning main
+		 * thread does not take the CPU from the reader.
 		 */
 		if (wait_read || active == 0) {
 			rc = MPI_Testsome(2 * W, req, &count, done, MPI_STATUSES_IGNORE);
-			if (rc == MPI_SUCCESS && (count == 0 || count == MPI_UNDEFINED))
-				sched_yield();
+			if (rc == MPI_SUCCESS && (count == 0 || count == MPI_UNDEFINED) &&
+			    send_next < job->chunks)
+				pull_wait_ready(job, send_next,
+						active || !wait_read ? PULL_POLL_USEC : 0);
 		} else {
 			rc = MPI_Waitsome(2 * W, req, &count, done, MPI_STATUSES_IGNORE);
 		}
@@ -657,7 +678,7 @@ static int pull_exchange_allgatherv(struct pull_job *job, MPI_Comm comm, struct 
 			displs[node] = (int)((uint64_t)r * (job->chunk / PULL_UNIT));
 		}
 		if (own < job->chunks)
-			pull_wait_ready(job, own);
+			pull_wait_ready(job, own, 0);
 		mpi_rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL,
 					job->payload + j * readers * job->chunk, counts, displs,
 					unit, comm);
@@ -750,6 +771,8 @@ static int pull_job_init(struct pull_job *job, const struct pull_world *world, c
 			 const struct pull_options *options, struct pyfs_image_parts *parts,
 			 const struct pull_stats *stats, struct pyfs_err *err)
 {
+	pthread_condattr_t cond_attr;
+
 	memset(job, 0, sizeof(*job));
 	job->payload = parts->payload;
 	job->size = parts->payload_size;
@@ -764,7 +787,10 @@ static int pull_job_init(struct pull_job *job, const struct pull_world *world, c
 	job->file_offset = stats->payload_offset;
 	atomic_init(&job->abort, false);
 	pthread_mutex_init(&job->lock, NULL);
-	pthread_cond_init(&job->cond, NULL);
+	pthread_condattr_init(&cond_attr);
+	pthread_condattr_setclock(&cond_attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&job->cond, &cond_attr);
+	pthread_condattr_destroy(&cond_attr);
 	job->ready = calloc(job->chunks ? (size_t)job->chunks : 1, sizeof(*job->ready));
 	if (options->verify)
 		job->sum = pyfs_checksum_create();
