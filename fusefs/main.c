@@ -75,7 +75,8 @@ static void mount_usage(FILE *out)
 	    "Usage: " MOUNT_PROGRAM " [OPTIONS] ARCHIVE MOUNTPOINT\n"
 	    "\n"
 	    "Pull the pyfs archive ARCHIVE into the memory of every node of an MPI job,\n"
-	    "reading each byte of the shared file once (collective MPI-IO), and serve it\n"
+	    "reading each byte of the shared file once (a few reader nodes read it, the\n"
+	    "others get it over MPI; nothing is written beside it), and serve it\n"
 	    "read-only at MOUNTPOINT through FUSE. Run one process per node:\n"
 	    "  mpirun --map-by ppr:1:node " MOUNT_PROGRAM " env.h5 /pyenv\n"
 	    "  srun --ntasks-per-node=1 " MOUNT_PROGRAM " env.h5 /pyenv\n"
@@ -87,14 +88,15 @@ static void mount_usage(FILE *out)
 	    "                         ready and a daemon serves it in the background\n"
 	    "      --ranks-as-nodes   every MPI rank acts as its own node (to test several\n"
 	    "                         nodes on one machine)\n"
-	    "      --no-verify        skip the payload checksum after the pull\n"
+	    "      --no-verify        skip the payload checksum (computed during the pull)\n"
 	    "      --ready-file=PATH  once mounted, write the serving PID to PATH (atomically;\n"
 	    "                         removed at unmount): a readiness signal with -f\n"
 	    "      --readers=R        at most R nodes read the archive file, each 1/R of\n"
 	    "                         it; the others get it from them (default %d)\n"
 	    "  -o OPT[,OPT...]        mount options, see below\n"
-	    "  -v, --verbose          rank 0 reports sizes, timings, bandwidth, bytes read per\n"
-	    "                         node and memory; twice for debug messages\n"
+	    "  -v, --verbose          rank 0 reports sizes, the time of each stage, bytes read\n"
+	    "                         and exchanged per node, and memory; twice for debug\n"
+	    "                         messages\n"
 	    "  -q, --quiet            print errors only\n"
 	    "  -h, --help             print this help and libfuse's options\n"
 	    "  -V, --version          print the versions of pyfs-mount and its libraries\n"
@@ -105,8 +107,9 @@ static void mount_usage(FILE *out)
 	    "      --exchange=METHOD  how nodes pass the payload on: ring (default; a\n"
 	    "                         pipelined ring of point-to-point transfers) or\n"
 	    "                         allgatherv (rounds of MPI_Allgatherv in place)\n"
-	    "      --chunk=MIB        payload chunk size in MiB, 1-%d (default: 1-%d MiB\n"
-	    "                         from the payload size and the node count)\n"
+	    "      --chunk=KIB        payload chunk size in KiB, a power of two from %d to\n"
+	    "                         %d (default: up to %d, from the payload size and\n"
+	    "                         the node count)\n"
 	    "\n"
 	    "pyfs -o options:\n"
 	    "  timeout=SECONDS        kernel cache time of entries, attributes and misses\n"
@@ -129,7 +132,7 @@ static void mount_usage(FILE *out)
 	    "Up to the pull and its checks every rank fails together, with the same error,\n"
 	    "and nothing is mounted anywhere; the mount itself (after MPI ends) is per\n"
 	    "node: a node where it fails exits 1 while the others serve.\n",
-	    PULL_READERS_DEFAULT, PULL_CHUNK_MAX_MIB, PULL_CHUNK_AUTO_MAX_MIB);
+	    PULL_READERS_DEFAULT, PULL_CHUNK_MIN_KIB, PULL_CHUNK_MAX_KIB, PULL_CHUNK_AUTO_MAX_KIB);
 }
 
 static void mount_version(void)
@@ -301,12 +304,13 @@ static int mount_parse(int argc, char **argv, struct mount_config *config)
 			config->readers = (int)number;
 			break;
 		case OPT_CHUNK:
-			if (mount_parse_count(optarg, PULL_CHUNK_MAX_MIB, &number) < 0)
+			if (mount_parse_count(optarg, PULL_CHUNK_MAX_KIB, &number) < 0 ||
+			    number < PULL_CHUNK_MIN_KIB || (number & (number - 1)))
 				return mount_usage_error(
-				    "invalid --chunk '%s': expected MiB from 1 "
-				    "to %d",
-				    optarg, PULL_CHUNK_MAX_MIB);
-			config->chunk_bytes = number * PYFS_PAYLOAD_ALIGNMENT;
+				    "invalid --chunk '%s': expected KiB, a power "
+				    "of two from %d to %d",
+				    optarg, PULL_CHUNK_MIN_KIB, PULL_CHUNK_MAX_KIB);
+			config->chunk_bytes = number * 1024;
 			break;
 		case 'o':
 			if (fuse_opt_add_arg(&config->args, "-o") < 0 ||
@@ -597,9 +601,9 @@ static void mount_report(const struct mount_config *config, struct mount_state *
 		  config->archive, MIB(s->archive_size), MIB(s->payload_size),
 		  pyfs_image_inode_count(state->image), state->world.node_count, state->world.size);
 	pyfs_info("pull %.3f s (%.0f MiB/s): metadata %.3f s, read %.3f s by %d reader(s) in "
-		  "%" PRIu64 " chunk(s) of %.0f MiB%s, %s exchange %.3f s; validate+verify %.3f s",
+		  "%" PRIu64 " chunk(s) of %.0f KiB%s, %s exchange %.3f s; validate+verify %.3f s",
 		  pull, pull > 0 ? MIB(s->payload_size) / pull : 0.0, s->metadata_seconds, read,
-		  (int)s->readers, s->chunk_count, MIB(s->chunk_bytes),
+		  (int)s->readers, s->chunk_count, (double)s->chunk_bytes / 1024.0,
 		  s->threads ? "" : " (no threads: stages in sequence)",
 		  pull_exchange_name((enum pull_exchange)s->exchange), arrived,
 		  after + state->verify_seconds);

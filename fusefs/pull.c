@@ -280,8 +280,8 @@ out_free:
 
 /* ---- the payload ---- */
 
-/* Chunks are whole units: the payload's alignment in the file (stripe-friendly). */
-#define PULL_UNIT PYFS_PAYLOAD_ALIGNMENT
+/* The Allgatherv exchange counts in units of min(chunk, 1 MiB), which divide every chunk. */
+#define PULL_UNIT_MAX PYFS_PAYLOAD_ALIGNMENT
 
 /* Ring transfers in flight per direction and node. */
 #define PULL_RING_WINDOW 4
@@ -290,7 +290,7 @@ out_free:
 /* Longest pause between MPI polls while the ring waits for this node's reader. */
 #define PULL_POLL_USEC 200
 
-_Static_assert(PULL_CHUNK_MAX_MIB *PULL_UNIT <= INT_MAX,
+_Static_assert(PULL_CHUNK_MAX_KIB *UINT64_C(1024) <= INT_MAX,
 	       "a chunk is one MPI transfer counted in int");
 
 const char *pull_exchange_name(enum pull_exchange exchange)
@@ -335,19 +335,24 @@ struct pull_job {
 };
 
 /*
- * Chunk size: as given, or the largest power of two from 1 MiB to
- * PULL_CHUNK_AUTO_MAX_MIB such that one chunk per node is at most an eighth
- * of the payload. Large chunks keep per-message costs and read calls few;
- * small ones fill the ring's pipeline (a chunk crosses up to N-1 links)
- * and let reading, exchange and checksum overlap more finely.
+ * Chunk size: as given, or the largest power of two from 64 KiB to
+ * PULL_CHUNK_AUTO_MAX_KIB such that one chunk per node is at most an eighth
+ * of the payload, but not below 1 MiB (whole stripes, reads of 1 MiB or
+ * more) until there are more than P / 8 MiB nodes. Large chunks keep
+ * per-message costs and read calls few; small ones fill the ring's pipeline
+ * sooner (a chunk crosses up to N-1 links: N x chunk / link rate, kept
+ * within an eighth of the payload's own transfer time) and let reading,
+ * exchange and checksum overlap more finely.
  */
 static uint64_t pull_chunk_bytes(uint64_t size, int nodes, uint64_t chosen)
 {
-	uint64_t chunk = PULL_CHUNK_AUTO_MAX_MIB * PULL_UNIT;
+	uint64_t chunk = PULL_CHUNK_AUTO_MAX_KIB * UINT64_C(1024);
 
 	if (chosen)
 		return chosen;
-	while (chunk > PULL_UNIT && chunk * 8 * (uint64_t)nodes > size)
+	while (
+	    chunk > PULL_CHUNK_MIN_KIB * UINT64_C(1024) && chunk * 8 * (uint64_t)nodes > size &&
+	    (chunk > PYFS_PAYLOAD_ALIGNMENT || size < PYFS_PAYLOAD_ALIGNMENT * 8 * (uint64_t)nodes))
 		chunk /= 2;
 	return chunk;
 }
@@ -637,9 +642,10 @@ static int pull_exchange_ring(struct pull_job *job, MPI_Comm comm, struct pull_s
 /*
  * Rounds of MPI_Allgatherv in place: round j gathers chunks j*R .. j*R+R-1,
  * contiguous in the payload, reader r's at displacement r chunks; the other
- * nodes give nothing. Counts and displacements are in units of 1 MiB (a
- * derived datatype), so they stay small whatever the payload and R; the last
- * partial unit of the payload follows in one MPI_Bcast from its reader. A
+ * nodes give nothing. Counts and displacements are in units of
+ * min(chunk, 1 MiB) (a derived datatype), so they stay small whatever the
+ * payload and R; the last partial unit of the payload follows in one
+ * MPI_Bcast from its reader. A
  * reader joins round j once its chunk of it is read; its reader thread reads
  * on meanwhile, and the checksum thread hashes the rounds already gathered.
  */
@@ -648,7 +654,8 @@ static int pull_exchange_allgatherv(struct pull_job *job, MPI_Comm comm, struct 
 {
 	uint64_t readers = (uint64_t)job->readers;
 	uint64_t rounds = (job->chunks + readers - 1) / readers;
-	uint64_t tail = job->size % PULL_UNIT;
+	uint64_t unit_bytes = job->chunk < PULL_UNIT_MAX ? job->chunk : PULL_UNIT_MAX;
+	uint64_t tail = job->size % unit_bytes;
 	int *counts = calloc((size_t)job->nodes, sizeof(int));
 	int *displs = calloc((size_t)job->nodes, sizeof(int));
 	MPI_Datatype unit = MPI_DATATYPE_NULL;
@@ -659,7 +666,7 @@ static int pull_exchange_allgatherv(struct pull_job *job, MPI_Comm comm, struct 
 		rc = -ENOMEM;
 		goto out_free;
 	}
-	mpi_rc = MPI_Type_contiguous((int)PULL_UNIT, MPI_BYTE, &unit);
+	mpi_rc = MPI_Type_contiguous((int)unit_bytes, MPI_BYTE, &unit);
 	if (mpi_rc == MPI_SUCCESS)
 		mpi_rc = MPI_Type_commit(&unit);
 	if (mpi_rc != MPI_SUCCESS) {
@@ -674,8 +681,8 @@ static int pull_exchange_allgatherv(struct pull_job *job, MPI_Comm comm, struct 
 			int node = pull_reader_node(job, r);
 
 			counts[node] =
-			    c < job->chunks ? (int)(pull_chunk_len(job, c) / PULL_UNIT) : 0;
-			displs[node] = (int)((uint64_t)r * (job->chunk / PULL_UNIT));
+			    c < job->chunks ? (int)(pull_chunk_len(job, c) / unit_bytes) : 0;
+			displs[node] = (int)((uint64_t)r * (job->chunk / unit_bytes));
 		}
 		if (own < job->chunks)
 			pull_wait_ready(job, own, 0);
@@ -688,7 +695,7 @@ static int pull_exchange_allgatherv(struct pull_job *job, MPI_Comm comm, struct 
 		}
 		for (int r = 0; r < job->readers; r++) {
 			uint64_t c = j * readers + (uint64_t)r;
-			uint64_t bytes = (uint64_t)counts[pull_reader_node(job, r)] * PULL_UNIT;
+			uint64_t bytes = (uint64_t)counts[pull_reader_node(job, r)] * unit_bytes;
 
 			if (c >= job->chunks)
 				break;

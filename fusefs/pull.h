@@ -43,12 +43,14 @@
 #define PULL_READERS_DEFAULT 8
 
 /*
- * Payload chunks: whole PYFS_PAYLOAD_ALIGNMENT units (1 MiB), at most
- * PULL_CHUNK_MAX_MIB of them (--chunk); chosen automatically between 1 MiB
- * and PULL_CHUNK_AUTO_MAX_MIB (see pull_chunk_bytes in pull.c).
+ * Payload chunk sizes: a power of two from PULL_CHUNK_MIN_KIB to
+ * PULL_CHUNK_MAX_KIB (--chunk), chosen automatically up to
+ * PULL_CHUNK_AUTO_MAX_KIB (see pull_chunk_bytes in pull.c). Chunks of 1 MiB
+ * and more start on the payload's 1 MiB stripe alignment.
  */
-#define PULL_CHUNK_MAX_MIB	1024
-#define PULL_CHUNK_AUTO_MAX_MIB 16
+#define PULL_CHUNK_MIN_KIB	64
+#define PULL_CHUNK_MAX_KIB	(1024 * 1024)
+#define PULL_CHUNK_AUTO_MAX_KIB (16 * 1024)
 
 /* How the leaders exchange the chunks (--exchange); see pull_exchange in pull.c. */
 enum pull_exchange {
@@ -60,7 +62,7 @@ enum pull_exchange {
 struct pull_options {
 	enum pull_exchange exchange;
 	int readers;	      /* at most this many nodes read the archive (>= 1) */
-	uint64_t chunk_bytes; /* a multiple of 1 MiB; 0: chosen from payload and node count */
+	uint64_t chunk_bytes; /* see PULL_CHUNK_*; 0: chosen from payload and node count */
 	bool verify;	      /* checksum the payload while it arrives */
 	bool threads;	      /* MPI allows threads that do not call MPI (FUNNELED) */
 };

@@ -8,7 +8,8 @@
 #    floor(r * N / R), each reading exactly its share (chunk c belongs to reader
 #    c mod R; node 0 reads the metadata too), the others read nothing;
 #  - every node receives the bytes it did not read itself, and no more.
-# Then, under strace, the nodes that are not readers never open the archive.
+# Then, under strace, the nodes that are not readers never open the archive; and
+# invalid --readers, --exchange and --chunk values are usage errors.
 . "$(dirname "$0")/lib.sh"
 need_fuse
 command -v mpirun >/dev/null || skip "mpirun is missing (apt-get install openmpi-bin)"
@@ -43,7 +44,7 @@ check_run() {
 	local -a share reader_of
 	what="$tree, $n node(s), $exchange, --readers=${readers:-default}"
 	[ -z "$readers" ] || opt=(--readers="$readers")
-	mpirun -np "$n" "$PYFS_MOUNT" -v --ranks-as-nodes --exchange="$exchange" --chunk=1 "${opt[@]}" \
+	mpirun -np "$n" "$PYFS_MOUNT" -v --ranks-as-nodes --exchange="$exchange" --chunk=1024 "${opt[@]}" \
 		"$WORK/$tree.h5" "$WORK/mnt%r" >"$WORK/out" 2>"$WORK/err" ||
 		fail "$what: mpirun pyfs-mount failed: $(head -c 600 "$WORK/err")"
 	for ((node = 0; node < n; node++)); do
@@ -97,6 +98,15 @@ check_run() {
 	[ "$seen" -eq "$n" ] || fail "$what: $seen of $n node reports parsed: $(cat "$WORK/nodes")"
 	unmount_all "${mnts[@]}"
 }
+
+# Usage errors: exit 2 and one line naming the option.
+for bad in --readers=0 --readers=x --exchange=tree --chunk=32 --chunk=100 --chunk=2097152; do
+	expect_fail "$bad" "$PYFS_MOUNT" "$bad" "$WORK/odd.h5" "$WORK/mnt0"
+	rc=0
+	"$PYFS_MOUNT" "$bad" "$WORK/odd.h5" "$WORK/mnt0" 2>/dev/null || rc=$?
+	[ "$rc" -eq 2 ] || fail "$bad: exit $rc, expected 2 (usage)"
+	expect_message "invalid ${bad%%=*} '${bad#*=}'"
+done
 
 runs=0
 for n in 1 2 3 4 5; do

@@ -6,7 +6,8 @@
 #     30 s, no pyfs-mount of the job is left, nothing is mounted; once for rank 2 in the
 #     ring exchange, once for rank 0 in the Allgatherv exchange;
 #  1b. a reader whose reads fail with EIO after its first chunk (the shim again), with
-#     each exchange: every rank exits 1 with that error, nothing is mounted, no hang;
+#     each exchange: every rank exits 1 with that error, nothing is mounted, no hang
+#     (not in the ASan build, whose own pread64 interceptor bypasses the shim's);
 #  2. the archive truncated, overwritten in place, deleted, then replaced by another one
 #     after the mount: every file still reads back its original bytes (the page cache is
 #     dropped before each check and the daemon's read counter proves it served them);
@@ -70,7 +71,7 @@ kill_rank_during_pull() { # kill_rank_during_pull RANK EXCHANGE
 	local victim=$1 exchange=$2 rc=0 t0 t1 pid job
 	rm -f "$WORK/mark"
 	mpirun -np 3 env LD_PRELOAD="$preload" PYFS_FAULT_RANK="$victim" PYFS_FAULT_MARK="$WORK/mark" \
-		PYFS_FAULT_SECONDS=120 "$PYFS_MOUNT" --ranks-as-nodes --exchange="$exchange" --chunk=1 \
+		PYFS_FAULT_SECONDS=120 "$PYFS_MOUNT" --ranks-as-nodes --exchange="$exchange" --chunk=1024 \
 		"$WORK/a.h5" "$WORK/r%r" \
 		</dev/null >"$WORK/mpirun.out" 2>&1 &
 	job=$!
@@ -94,10 +95,12 @@ kill_rank_during_pull() { # kill_rank_during_pull RANK EXCHANGE
 kill_rank_during_pull 2 ring
 kill_rank_during_pull 0 allgatherv
 
-for exchange in ring allgatherv; do
+exchanges=(ring allgatherv)
+[ -z "$asan_lib" ] || { exchanges=(); note "ASan build: the failing-reader case is not run"; }
+for exchange in "${exchanges[@]}"; do
 	rm -f "$WORK/status"
 	timeout 60 mpirun -np 3 env LD_PRELOAD="$preload" PYFS_FAULT_EIO_RANK=1 \
-		sh -c '"$0" --ranks-as-nodes --exchange="$1" --chunk=1 "$2" "$3"; echo "$?" >>"$4"' \
+		sh -c '"$0" --ranks-as-nodes --exchange="$1" --chunk=1024 "$2" "$3"; echo "$?" >>"$4"' \
 		"$PYFS_MOUNT" "$exchange" "$WORK/a.h5" "$WORK/r%r" "$WORK/status" \
 		</dev/null >"$WORK/mpirun.out" 2>&1 || fail "$exchange: mpirun with a failing reader failed or hung: $(tail -c 500 "$WORK/mpirun.out")"
 	[ "$(sort "$WORK/status" | tr '\n' ' ')" = "1 1 1 " ] ||
