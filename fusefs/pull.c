@@ -756,13 +756,14 @@ static int pull_open_archive(struct pull_job *job, uint64_t archive_size, struct
 	struct stat st;
 	int rc;
 
-	job->fd = open(job->archive, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO in its place is refused, not waited on. */
+	job->fd = open(job->archive, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 	if (job->fd < 0 || fstat(job->fd, &st) < 0) {
 		rc = -errno;
 		pyfs_err_set(err, "cannot open archive '%s': %s", job->archive, strerror(-rc));
 		return rc;
 	}
-	if ((uint64_t)st.st_size != archive_size) {
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != archive_size) {
 		pyfs_err_set(err,
 			     "archive '%s' changed during the pull: %" PRIu64 " bytes, %" PRIu64
 			     " when its metadata was read",
@@ -871,7 +872,8 @@ int pull_payload(const struct pull_world *world, const char *archive,
 		rc = job.read_rc;
 		memcpy(err->msg, job.read_err.msg, sizeof(err->msg));
 	}
-	stats->threads = reading || hashing;
+	/* Whether each stage that wanted a thread got one. */
+	stats->threads = (reading || !stats->share_bytes) && (hashing || !job.sum);
 	stats->file_bytes_read += job.read_bytes;
 	stats->read_seconds = stats->share_bytes ? job.read_end - job.start : 0.0;
 	stats->exchange_seconds = arrived - job.start;
