@@ -16,6 +16,7 @@
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -644,6 +645,20 @@ static void mount_state_free(struct mount_state *state)
 		pyfs_image_parts_free(&state->parts);
 }
 
+/*
+ * Let the serving process run on any CPU this process may use: mpirun binds a
+ * rank to one core when it starts two or fewer, and the daemon serves every
+ * process of its node. The kernel keeps it inside the job's cpuset.
+ */
+static void mount_unbind_cpus(void)
+{
+	cpu_set_t cpus;
+
+	memset(&cpus, 0xff, sizeof(cpus));
+	if (sched_setaffinity(0, sizeof(cpus), &cpus) < 0)
+		pyfs_debug("cannot widen the CPU affinity: %s", strerror(errno));
+}
+
 /* The whole run, from MPI_Init to the end of serving. Returns an exit status. */
 static int mount_run(struct mount_config *config)
 {
@@ -710,6 +725,7 @@ out_finalize:
 	MPI_Finalize();
 	if (status == MOUNT_EXIT_OK && leader) {
 		pyfs_image_keep_on_fork(state.image);
+		mount_unbind_cpus();
 		status = mount_serve(config, state.se, state.mountpoint,
 				     config->ready_file ? state.ready_file : NULL,
 				     config->verbose && state.world.rank == 0);

@@ -8,8 +8,9 @@
 #    floor(r * N / R), each reading exactly its share (chunk c belongs to reader
 #    c mod R; node 0 reads the metadata too), the others read nothing;
 #  - every node receives the bytes it did not read itself, and no more.
-# Then, under strace, the nodes that are not readers never open the archive; and
-# invalid --readers, --exchange and --chunk values are usage errors.
+# Then, under strace, the nodes that are not readers never open the archive; a
+# daemon started by a rank bound to one core serves on every CPU; and invalid
+# --readers, --exchange and --chunk values are usage errors.
 . "$(dirname "$0")/lib.sh"
 need_fuse
 command -v mpirun >/dev/null || skip "mpirun is missing (apt-get install openmpi-bin)"
@@ -126,6 +127,19 @@ for tree in small empty; do
 	done
 done
 note "$runs pulls checked"
+
+# A rank bound to one core (mpirun --bind-to core): the serving daemon may use
+# every CPU this test may.
+mine=$(awk '/^Cpus_allowed_list:/ { print $2 }' /proc/self/status)
+if [ "$(nproc)" -gt 1 ]; then
+	rm -f "$WORK/ready0"
+	mpirun -np 1 --bind-to core "$PYFS_MOUNT" --ready-file="$WORK/ready0" "$WORK/odd.h5" "$WORK/mnt0" \
+		>"$WORK/out" 2>&1 || fail "mpirun --bind-to core pyfs-mount failed: $(tail -c 600 "$WORK/out")"
+	daemon_cpus=$(awk '/^Cpus_allowed_list:/ { print $2 }' "/proc/$(cat "$WORK/ready0")/status")
+	unmount_all "${mnts[@]}"
+	[ "$daemon_cpus" = "$mine" ] || fail "the daemon of a rank bound to one core runs on CPUs $daemon_cpus, not $mine"
+	note "a rank bound to one core: its daemon serves on CPUs $daemon_cpus"
+fi
 
 # Under strace: with 5 nodes and 2 readers (nodes 0 and 2), exactly two processes
 # open the archive. strace follows the daemons too, so it ends after the unmount.
