@@ -1101,3 +1101,121 @@ void pyfs_writer_abort(struct pyfs_writer *writer)
 	free(writer->path);
 	free(writer);
 }
+
+/* --- the optional "environment" attribute (pyfs_format.h) -------------------------------- */
+
+int pyfs_writer_set_environment(struct pyfs_writer *writer, const char *const *items, size_t count,
+				struct pyfs_err *err)
+{
+	hid_t type = H5I_INVALID_HID, space = H5I_INVALID_HID, attr = H5I_INVALID_HID;
+	hsize_t dims[1] = {count};
+	size_t width = 1, len;
+	char *buf = NULL;
+	int ret = 0;
+
+	if (count == 0)
+		return 0;
+	if (count > PYFS_ENV_ITEMS_MAX) {
+		pyfs_err_set(err, "cannot write archive '%s': more than %u environment entries",
+			     writer->path, PYFS_ENV_ITEMS_MAX);
+		return -E2BIG;
+	}
+	for (size_t i = 0; i < count; i++) {
+		len = strlen(items[i]) + 1;
+		if (len > PYFS_ENV_ITEM_MAX) {
+			pyfs_err_set(err, "cannot write archive '%s': environment entry too long",
+				     writer->path);
+			return -ENAMETOOLONG;
+		}
+		width = len > width ? len : width;
+	}
+	buf = calloc(count, width);
+	if (!buf) {
+		pyfs_err_set(err, "cannot write archive '%s': %s", writer->path, strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < count; i++)
+		memcpy(buf + i * width, items[i], strlen(items[i]));
+	type = H5Tcopy(H5T_C_S1);
+	if (type < 0 || H5Tset_size(type, width) < 0 || H5Tset_strpad(type, H5T_STR_NULLTERM) < 0)
+		goto out_h5;
+	space = H5Screate_simple(1, dims, NULL);
+	if (space < 0)
+		goto out_h5;
+	attr =
+	    H5Acreate2(writer->file, PYFS_ATTR_ENVIRONMENT, type, space, H5P_DEFAULT, H5P_DEFAULT);
+	if (attr < 0 || H5Awrite(attr, type, buf) < 0)
+		goto out_h5;
+	goto out;
+
+out_h5:
+	ret = archive_h5_fail(err, -EIO, "cannot write attribute '%s' of '%s'",
+			      PYFS_ATTR_ENVIRONMENT, writer->path);
+out:
+	archive_h5_close(attr);
+	archive_h5_close(space);
+	archive_h5_close(type);
+	free(buf);
+	return ret;
+}
+
+int pyfs_archive_read_environment(struct pyfs_archive *archive, char **items, size_t *count,
+				  struct pyfs_err *err)
+{
+	hid_t mem = H5I_INVALID_HID;
+	struct archive_attr at;
+	hssize_t n = 0;
+	size_t width = 0, used = 0;
+	char *raw = NULL, *out = NULL;
+	int ret;
+
+	*items = NULL;
+	*count = 0;
+	ret = archive_attr_open(archive, PYFS_ATTR_ENVIRONMENT, &at, err);
+	if (ret)
+		goto out;
+	ret = -EINVAL;
+	if (H5Tget_class(at.type) == H5T_STRING && H5Tis_variable_str(at.type) == 0)
+		width = H5Tget_size(at.type);
+	if (H5Sget_simple_extent_ndims(at.space) == 1)
+		n = H5Sget_simple_extent_npoints(at.space);
+	if (width == 0 || width > PYFS_ENV_ITEM_MAX || n <= 0 || n > PYFS_ENV_ITEMS_MAX) {
+		pyfs_err_set(err,
+			     "invalid archive '%s': attribute '%s' is not an array of short "
+			     "strings",
+			     archive->path, PYFS_ATTR_ENVIRONMENT);
+		goto out;
+	}
+	raw = calloc((size_t)n, width);
+	out = calloc((size_t)n, width + 1);
+	if (!raw || !out) {
+		pyfs_err_set(err, "cannot read archive '%s': %s", archive->path, strerror(ENOMEM));
+		ret = -ENOMEM;
+		goto out;
+	}
+	mem = H5Tcopy(H5T_C_S1);
+	if (mem < 0 || H5Tset_size(mem, width) < 0 || H5Tset_strpad(mem, H5T_STR_NULLPAD) < 0 ||
+	    H5Aread(at.attr, mem, raw) < 0) {
+		ret = archive_h5_fail(err, -EINVAL, "cannot read attribute '%s' of '%s'",
+				      PYFS_ATTR_ENVIRONMENT, archive->path);
+		goto out;
+	}
+	/* Each element up to its first NUL (none needed when it fills the width). */
+	for (hssize_t i = 0; i < n; i++) {
+		const char *e = raw + (size_t)i * width;
+		size_t len = strnlen(e, width);
+
+		memcpy(out + used, e, len);
+		used += len + 1;
+	}
+	*items = out;
+	*count = (size_t)n;
+	out = NULL;
+	ret = 0;
+out:
+	archive_h5_close(mem);
+	archive_attr_close(&at);
+	free(raw);
+	free(out);
+	return ret;
+}

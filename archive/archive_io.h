@@ -89,6 +89,18 @@ int pyfs_writer_finish(struct pyfs_writer *writer, const struct pyfs_inode *inod
 		       const struct pyfs_dirent *dirents, const uint8_t *names,
 		       uint64_t payload_checksum, struct pyfs_err *err);
 
+/*
+ * The optional "environment" attribute (pyfs_format.h): count "KEY=VALUE"
+ * strings. Set writes it at once (before pyfs_writer_finish); nothing is
+ * written when count is 0. Read returns them concatenated, each
+ * NUL-terminated, in one malloc'd *items (free it), or -ENOENT (err
+ * untouched) when the archive has none.
+ */
+int pyfs_writer_set_environment(struct pyfs_writer *writer, const char *const *items, size_t count,
+				struct pyfs_err *err);
+int pyfs_archive_read_environment(struct pyfs_archive *archive, char **items, size_t *count,
+				  struct pyfs_err *err);
+
 /* Close without finishing (the caller removes the file). */
 void pyfs_writer_abort(struct pyfs_writer *writer);
 

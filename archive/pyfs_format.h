@@ -54,6 +54,24 @@
 #define PYFS_ATTR_PAYLOAD_CHECKSUM  "payload_checksum"	/* uint64 */
 #define PYFS_ATTR_METADATA_CHECKSUM "metadata_checksum" /* uint64 */
 
+/*
+ * Optional attribute of the root group (no version change: readers that do
+ * not know it ignore it): where the tree came from, as a 1-D array of
+ * fixed-length, NUL-terminated strings "KEY=VALUE". Keys (unknown keys are
+ * ignored, a key may repeat):
+ *   source_path=ABS  the absolute path of the environment packed (it
+ *                    is mounted over its own path there)
+ *   pth_dir=REL      a directory, relative to the archive root, that a .pth
+ *                    file at the root adds to sys.path (for PYTHONPATH use)
+ * Untrusted like the rest: at most PYFS_ENV_ITEMS_MAX strings of at most
+ * PYFS_ENV_ITEM_MAX bytes each.
+ */
+#define PYFS_ATTR_ENVIRONMENT "environment"
+#define PYFS_ENV_SOURCE_PATH  "source_path"
+#define PYFS_ENV_PTH_DIR      "pth_dir"
+#define PYFS_ENV_ITEMS_MAX    4096u
+#define PYFS_ENV_ITEM_MAX     4200u
+
 /* Datasets of the root group. */
 #define PYFS_DSET_INODES  "inodes"
 #define PYFS_DSET_DIRENTS "dirents"

@@ -31,6 +31,7 @@
 #include "mount.h"
 #include "ops.h"
 #include "pull.h"
+#include "watchdog.h"
 
 #define MOUNT_PROGRAM "pyfs-mount"
 #define MIB(bytes)    ((double)(bytes) / (1024.0 * 1024.0))
@@ -39,10 +40,14 @@ enum {
 	OPT_RANKS_AS_NODES = 256,
 	OPT_NO_VERIFY,
 	OPT_READY_FILE,
+	OPT_TIMEOUT,
 	OPT_EXCHANGE,
 	OPT_READERS,
 	OPT_CHUNK,
 };
+
+/* --timeout default: ample for a pull of many GiB, short of a job's walltime. */
+#define MOUNT_DEFAULT_TIMEOUT 600
 
 enum {
 	KEY_ALLOW_OTHER,
@@ -62,6 +67,7 @@ static const struct fuse_opt mount_opts[] = {
     MOUNT_OPT("no_xattr", ops.no_xattr, 1),
     MOUNT_OPT("clone_fd", clone_fd, 1),
     MOUNT_OPT("max_threads=%u", max_threads, 0),
+    MOUNT_OPT("nonempty", nonempty, 1),
     FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
     FUSE_OPT_KEY("fsname=", KEY_FSNAME),
     FUSE_OPT_KEY("subtype=", KEY_SUBTYPE),
@@ -92,6 +98,10 @@ static void mount_usage(FILE *out)
 	    "      --no-verify        skip the payload checksum (computed during the pull)\n"
 	    "      --ready-file=PATH  once mounted, write the serving PID to PATH (atomically;\n"
 	    "                         removed at unmount): a readiness signal with -f\n"
+	    "      --timeout=SECONDS  give up when the pull has not finished after SECONDS\n"
+	    "                         (a lost node or link, a stalled file system): every\n"
+	    "                         rank still waiting exits 1 with one line (default 600,\n"
+	    "                         0 waits forever)\n"
 	    "      --readers=R        at most R nodes read the archive file, each 1/R of\n"
 	    "                         it; the others get it from them (default %d)\n"
 	    "  -o OPT[,OPT...]        mount options, see below\n"
@@ -121,6 +131,9 @@ static void mount_usage(FILE *out)
 	    "                         the two round trips 'ls -l' makes per file\n"
 	    "  max_threads=N          serve with at most N threads (default 10)\n"
 	    "  clone_fd               one /dev/fuse descriptor per thread\n"
+	    "  nonempty               mount over a directory that is not empty (e.g. an\n"
+	    "                         environment over its own path): what is below is\n"
+	    "                         hidden on this node until the unmount\n"
 	    "Always on: ro, nosuid, nodev, default_permissions; fsname=pyfs and\n"
 	    "subtype=pyfs unless given. allow_other only when asked (as a user it needs\n"
 	    "user_allow_other in /etc/fuse.conf). libfuse connection options are accepted\n"
@@ -128,6 +141,10 @@ static void mount_usage(FILE *out)
 	    "\n"
 	    "Counters of the live mount (lookups, misses, opens, reads, bytes served):\n"
 	    "  getfattr -n " OPS_STATS_XATTR " MOUNTPOINT   (or Python's os.getxattr)\n"
+	    "\n"
+	    "Commands for job scripts (no MPI, nothing mounted): --expand PATTERN,\n"
+	    "--status DIR, --clear-stale DIR, --info ARCHIVE, --mounts, --daemons DIR...\n"
+	    "(see " MOUNT_PROGRAM " --expand --help).\n"
 	    "\n"
 	    "Exit status: 0 mounted (with -f: unmounted cleanly), 1 failure, 2 usage error.\n"
 	    "Up to the pull and its checks every rank fails together, with the same error,\n"
@@ -151,11 +168,8 @@ static void mount_version(void)
 	       fuse_version() % 100, FUSE_USE_VERSION, h5_major, h5_minor, h5_release, mpi);
 }
 
-/*
- * Under a launcher every rank parses the command line: print usage errors on
- * the first rank only (or when no launcher variable says otherwise).
- */
-static bool mount_first_rank(void)
+/* This process's rank as its launcher announces it, or NULL without a launcher. */
+static const char *mount_launcher_rank(void)
 {
 	static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK",
 					   "SLURM_PROCID"};
@@ -164,9 +178,38 @@ static bool mount_first_rank(void)
 		const char *v = getenv(vars[i]);
 
 		if (v)
-			return strcmp(v, "0") == 0;
+			return v;
 	}
-	return true;
+	return NULL;
+}
+
+/*
+ * Under a launcher every rank parses the command line: print usage errors on
+ * the first rank only (or when no launcher variable says otherwise).
+ */
+static bool mount_first_rank(void)
+{
+	const char *rank = mount_launcher_rank();
+
+	return !rank || strcmp(rank, "0") == 0;
+}
+
+/*
+ * The deadline of the MPI part starts before MPI_Init: a peer lost before or
+ * during the start-up (a cut link) stalls that too. Messages carry the rank
+ * the launcher gave, as the logger's prefix will once MPI runs.
+ */
+static void mount_arm_watchdog(const struct mount_config *config)
+{
+	const char *rank = mount_launcher_rank();
+	char prefix[64], host[256] = "?";
+
+	if (rank)
+		snprintf(prefix, sizeof(prefix), MOUNT_PROGRAM "[rank %.20s]", rank);
+	else
+		snprintf(prefix, sizeof(prefix), MOUNT_PROGRAM);
+	gethostname(host, sizeof(host) - 1);
+	watchdog_arm(config->timeout, prefix, host);
 }
 
 __attribute__((format(printf, 1, 2))) static int mount_usage_error(const char *fmt, ...)
@@ -258,6 +301,7 @@ static int mount_parse(int argc, char **argv, struct mount_config *config)
 	    {"ranks-as-nodes", no_argument, NULL, OPT_RANKS_AS_NODES},
 	    {"no-verify", no_argument, NULL, OPT_NO_VERIFY},
 	    {"ready-file", required_argument, NULL, OPT_READY_FILE},
+	    {"timeout", required_argument, NULL, OPT_TIMEOUT},
 	    {"exchange", required_argument, NULL, OPT_EXCHANGE},
 	    {"readers", required_argument, NULL, OPT_READERS},
 	    {"chunk", required_argument, NULL, OPT_CHUNK},
@@ -286,6 +330,17 @@ static int mount_parse(int argc, char **argv, struct mount_config *config)
 		case OPT_READY_FILE:
 			config->ready_file = optarg;
 			break;
+		case OPT_TIMEOUT: {
+			char *end = NULL;
+			unsigned long t = strtoul(optarg, &end, 10);
+
+			if (!*optarg || *end || optarg[0] == '-' || t > 7 * 24 * 3600)
+				return mount_usage_error("--timeout takes whole seconds up to a "
+							 "week, not '%s'",
+							 optarg);
+			config->timeout = (unsigned int)t;
+			break;
+		}
 		case OPT_EXCHANGE:
 			if (strcmp(optarg, "ring") == 0)
 				config->exchange = PULL_EXCHANGE_RING;
@@ -438,7 +493,7 @@ static int mount_prepare(struct mount_config *config, struct mount_state *state,
 				       state->world.node_index, state->ready_file,
 				       sizeof(state->ready_file), err);
 	if (rc == 0)
-		rc = mount_check_mountpoint(given, state->mountpoint, err);
+		rc = mount_check_mountpoint(given, state->mountpoint, config->nonempty, err);
 	if (rc == 0 && config->ready_file)
 		rc = mount_check_ready_file(state->ready_file, err);
 	if (rc == 0 && config->allow_other)
@@ -672,6 +727,7 @@ static int mount_run(struct mount_config *config)
 
 	memset(&state, 0, sizeof(state));
 	state.origin = -1;
+	mount_arm_watchdog(config);
 	/* Threads read and checksum during the pull; only this one calls MPI. */
 	if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &threads) != MPI_SUCCESS) {
 		pyfs_error("cannot initialize MPI");
@@ -723,6 +779,7 @@ out_finalize:
 	pull_world_free(&state.world);
 	/* No fork and no fusermount3 before this point. */
 	MPI_Finalize();
+	watchdog_disarm();
 	if (status == MOUNT_EXIT_OK && leader) {
 		pyfs_image_keep_on_fork(state.image);
 		mount_unbind_cpus();
@@ -739,8 +796,12 @@ int main(int argc, char **argv)
 	struct mount_config config;
 	int status;
 
+	status = mount_node_command(argc, argv);
+	if (status >= 0)
+		return status;
 	memset(&config, 0, sizeof(config));
 	config.verify = true;
+	config.timeout = MOUNT_DEFAULT_TIMEOUT;
 	config.exchange = PULL_EXCHANGE_RING;
 	config.readers = PULL_READERS_DEFAULT;
 	ops_options_default(&config.ops);

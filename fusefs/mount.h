@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <fuse_lowlevel.h>
 
@@ -37,10 +38,12 @@ struct mount_config {
 	struct ops_options ops;		       /* our -o options */
 	struct fuse_conn_info_opts *conn_opts; /* libfuse's connection -o options */
 	int clone_fd;			       /* -o clone_fd */
+	int nonempty;			       /* -o nonempty: mount over a non-empty directory */
 	unsigned int max_threads;	       /* -o max_threads=N; 0: libfuse's default */
-	int exchange;			       /* --exchange: enum pull_exchange */
-	int readers;			       /* --readers */
-	uint64_t chunk_bytes;		       /* --chunk; 0: automatic */
+	unsigned int timeout; /* --timeout: seconds the MPI part may take; 0: no limit */
+	int exchange;	      /* --exchange: enum pull_exchange */
+	int readers;	      /* --readers */
+	uint64_t chunk_bytes; /* --chunk; 0: automatic */
 };
 
 /* ---- mountpoint.c ---- */
@@ -54,11 +57,31 @@ int mount_expand_path(const char *pattern, int rank, int node, char *out, size_t
 
 /*
  * Check that path can be mounted on: it exists, is a directory, is not
- * already a mount point (live or dead) and is empty. Fills real with its
- * canonical absolute path (the daemon works from '/', so it mounts and
- * unmounts by that). 0 or a negative errno with err naming the problem.
+ * already a mount point (live or dead) and is empty (unless nonempty). Fills
+ * real with its canonical absolute path (the daemon works from '/', so it
+ * mounts and unmounts by that). 0 or a negative errno with err naming the
+ * problem.
  */
-int mount_check_mountpoint(const char *path, char real[PATH_MAX], struct pyfs_err *err);
+int mount_check_mountpoint(const char *path, char real[PATH_MAX], bool nonempty,
+			   struct pyfs_err *err);
+
+/* Is path a mount point (per /proc/self/mountinfo), and does it answer? */
+enum mount_point_state { MOUNT_POINT_NONE, MOUNT_POINT_LIVE, MOUNT_POINT_STALE };
+enum mount_point_state mount_point_state(const char *path);
+
+/*
+ * Print the mount point of every pyfs mount (FUSE, "pyfs" in its type or
+ * source) of user uid (any when uid < 0) to out, one a line. 0 or -errno.
+ */
+int mount_list_pyfs(FILE *out, long uid);
+
+/* ---- node.c: commands for the job scripts (no MPI, no mount) ---- */
+
+/*
+ * When argv[1] is one of them (--expand, --status, --clear-stale, --info,
+ * --daemons, --mounts), run it and return its exit status; otherwise -1.
+ */
+int mount_node_command(int argc, char **argv);
 
 /* For non-root users, allow_other needs user_allow_other in /etc/fuse.conf. */
 int mount_check_allow_other(struct pyfs_err *err);

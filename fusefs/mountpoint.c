@@ -2,7 +2,8 @@
  * mountpoint.c - the checks run on every node before anything is pulled, so a
  * bad mountpoint costs nothing and is reported in plain words: missing, not a
  * directory, already mounted (or a dead mount left by a killed daemon), not
- * empty, not writable for a non-root user; and the "%r"/"%n" expansion.
+ * empty (unless -o nonempty), not writable for a non-root user; and the
+ * "%r"/"%n" expansion.
  */
 #include "mount.h"
 
@@ -121,7 +122,8 @@ static int mount_check_empty(const char *path, struct pyfs_err *err)
 	return rc;
 }
 
-int mount_check_mountpoint(const char *path, char real[PATH_MAX], struct pyfs_err *err)
+int mount_check_mountpoint(const char *path, char real[PATH_MAX], bool nonempty,
+			   struct pyfs_err *err)
 {
 	struct stat st;
 
@@ -171,7 +173,37 @@ int mount_check_mountpoint(const char *path, char real[PATH_MAX], struct pyfs_er
 		pyfs_err_set(err, "no write access to mountpoint '%s': %s", path, strerror(-rc));
 		return rc;
 	}
-	return mount_check_empty(path, err);
+	/* -o nonempty: what is below is hidden on this node while mounted, never touched. */
+	return nonempty ? 0 : mount_check_empty(path, err);
+}
+
+enum mount_point_state mount_point_state(const char *path)
+{
+	char real[PATH_MAX], parent[PATH_MAX], *slash;
+	struct statvfs sv;
+	struct stat st;
+
+	/* A dead mount cannot be resolved: resolve its parent, keep its last name. */
+	if (!realpath(path, real)) {
+		if (snprintf(parent, sizeof(parent), "%s", path) >= (int)sizeof(parent))
+			return MOUNT_POINT_NONE;
+		slash = strrchr(parent, '/');
+		if (!slash || !slash[1])
+			return MOUNT_POINT_NONE;
+		*slash = '\0';
+		if (!realpath(parent[0] ? parent : "/", real) ||
+		    strlen(real) + strlen(slash + 1) + 2 > sizeof(real))
+			return MOUNT_POINT_NONE;
+		if (strcmp(real, "/") != 0)
+			strcat(real, "/");
+		strcat(real, slash + 1);
+	}
+	if (!mount_is_mount_point(real))
+		return MOUNT_POINT_NONE;
+	if ((stat(real, &st) < 0 && (errno == ENOTCONN || errno == ECONNABORTED)) ||
+	    (statvfs(real, &sv) < 0 && (errno == ENOTCONN || errno == ECONNABORTED)))
+		return MOUNT_POINT_STALE;
+	return MOUNT_POINT_LIVE;
 }
 
 int mount_check_allow_other(struct pyfs_err *err)
@@ -209,5 +241,47 @@ int mount_path_identity(const char *path, uint64_t identity[2])
 		return -errno;
 	identity[0] = (uint64_t)st.st_dev;
 	identity[1] = (uint64_t)st.st_ino;
+	return 0;
+}
+
+int mount_list_pyfs(FILE *out, long uid)
+{
+	char *line = NULL, want[64];
+	size_t cap = 0;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+
+	if (!f)
+		return -errno;
+	snprintf(want, sizeof(want), "user_id=%ld", uid);
+	/* "36 35 0:52 / /mnt/point ro,... - fuse.pyfs pyfs ro,user_id=0,group_id=0" */
+	while (getline(&line, &cap, f) > 0) {
+		char *save = NULL, *point = NULL, *type, *source, *super, *p;
+		char *sep = strstr(line, " - ");
+		bool mine = uid < 0;
+
+		if (!sep)
+			continue;
+		*sep = '\0';
+		p = strtok_r(line, " ", &save);
+		for (int i = 1; p && i < 5; i++)
+			p = strtok_r(NULL, " ", &save);
+		point = p;
+		save = NULL;
+		type = strtok_r(sep + 3, " \n", &save);
+		source = type ? strtok_r(NULL, " \n", &save) : NULL;
+		super = source ? strtok_r(NULL, " \n", &save) : NULL;
+		if (!point || !type || strncmp(type, "fuse", 4) != 0 ||
+		    !(strstr(type, "pyfs") || (source && strstr(source, "pyfs"))))
+			continue;
+		for (char *opt = super ? strtok_r(super, ",", &save) : NULL; opt && !mine;
+		     opt = strtok_r(NULL, ",", &save))
+			mine = strcmp(opt, want) == 0;
+		if (!mine)
+			continue;
+		mount_unescape(point);
+		fprintf(out, "%s\n", point);
+	}
+	free(line);
+	fclose(f);
 	return 0;
 }

@@ -25,7 +25,15 @@
 #include "archive_io.h"
 #include "pyfs_format.h"
 
+#define PULL_HOST_TAG " (on host "
+
 _Static_assert(PULL_CHUNK_BYTES <= INT_MAX, "MPI and HDF5 transfers are counted in int");
+
+/*
+ * Whether errors name the host they happened on: when the ranks span several
+ * machines (not with --ranks-as-nodes, where they all share one).
+ */
+static bool pull_name_hosts;
 
 /* What world rank 0 broadcasts about the archive before the arrays. */
 struct pull_header {
@@ -108,6 +116,7 @@ int pull_world_init(struct pull_world *world, bool ranks_as_nodes, struct pyfs_e
 		return pull_mpi_error(rc, "sharing the node index", err);
 	world->node_index = node_info[0];
 	world->node_count = node_info[1];
+	pull_name_hosts = !ranks_as_nodes && world->node_count > 1;
 	return 0;
 }
 
@@ -148,6 +157,15 @@ int pull_agree(MPI_Comm comm, int world_rank, int rc, struct pyfs_err *err, int 
 			memcpy(report.msg, err->msg, sizeof(report.msg));
 		else
 			snprintf(report.msg, sizeof(report.msg), "%s", strerror(-rc));
+		/* Name the host once: a message agreed on before already carries it. */
+		if (pull_name_hosts && !strstr(report.msg, PULL_HOST_TAG)) {
+			char host[128] = "?";
+			size_t len = strlen(report.msg);
+
+			gethostname(host, sizeof(host) - 1);
+			snprintf(report.msg + len, sizeof(report.msg) - len, PULL_HOST_TAG "'%s')",
+				 host);
+		}
 	}
 	mpi_rc = MPI_Bcast(&report, sizeof(report), MPI_BYTE, first.index, comm);
 	*failed_rank = first.value;

@@ -13,7 +13,8 @@
  * with the header of the file as it will be in the archive.
  *
  * Protocol (fields NUL-terminated, on the helper's stdin/stdout):
- *   helper -> packer  "pyfs-helper-1", cache tag, magic (hex), N, N directories
+ *   helper -> packer  "pyfs-helper-2", cache tag, magic (hex), version
+ *                     ("3.11.7"), real path of the executable, N, N directories
  *   packer -> helper  a directory for the compiled files, then per .py: source
  *                     path, archive path, mtime (int seconds as Python computes
  *                     it), size, path of the archive's current .pyc or "";
@@ -39,7 +40,7 @@
 
 extern char **environ;
 
-#define HELPER_HELLO "pyfs-helper-1"
+#define HELPER_HELLO "pyfs-helper-2"
 
 static const char helper_source[] =
     "import importlib.util, marshal, os, site, sys, sysconfig\n"
@@ -59,7 +60,10 @@ static const char helper_source[] =
     "    return dirs\n"
     "dirs = site_dirs()\n"
     "tag = (sys.implementation.cache_tag or '').encode()\n"
-    "head = [b'" HELPER_HELLO "', tag, magic.hex().encode(), str(len(dirs)).encode()]\n"
+    "version = '%d.%d.%d' % sys.version_info[:3]\n"
+    "exe = os.fsencode(os.path.realpath(sys.executable)) if sys.executable else b''\n"
+    "head = [b'" HELPER_HELLO "', tag, magic.hex().encode(), version.encode(), exe,\n"
+    "        str(len(dirs)).encode()]\n"
     "out.write(b'\\0'.join(head + dirs) + b'\\0')\n"
     "out.flush()\n"
     "def valid(pyc, mtime, size, src):\n"
@@ -118,6 +122,8 @@ struct pack_python {
 	char tmpdir[PATH_MAX]; /* compiled files; "" until created */
 	char *tag;
 	char *magic_hex;
+	char *version;
+	char *executable;
 	char **site_dirs;
 	size_t site_dir_count;
 	char *header; /* raw header the strings above point into */
@@ -264,18 +270,18 @@ static size_t split_fields(char *buf, size_t len, char **fields, size_t count)
 static int parse_header(struct pack_python *py, struct bytes *b, size_t *consumed,
 			struct pyfs_err *err)
 {
-	char *head[4], *end;
+	char *head[6], *end;
 	size_t pos, n, i;
 	char **dirs;
 
-	pos = split_fields(b->data, b->len, head, 4);
+	pos = split_fields(b->data, b->len, head, 6);
 	if (!pos)
 		return 0;
 	if (strcmp(head[0], HELPER_HELLO) != 0) {
 		pyfs_err_set(err, "interpreter '%s' gave an unexpected answer", py->python);
 		return -EPROTO;
 	}
-	n = strtoul(head[3], &end, 10);
+	n = strtoul(head[5], &end, 10);
 	if (*end || n > 1024) {
 		pyfs_err_set(err, "interpreter '%s' gave an unexpected answer", py->python);
 		return -EPROTO;
@@ -298,6 +304,8 @@ static int parse_header(struct pack_python *py, struct bytes *b, size_t *consume
 	memcpy(py->header, b->data, pos);
 	py->tag = py->header + (head[1] - b->data);
 	py->magic_hex = py->header + (head[2] - b->data);
+	py->version = py->header + (head[3] - b->data);
+	py->executable = py->header + (head[4] - b->data);
 	for (i = 0; i < n; i++)
 		dirs[i] = py->header + (dirs[i] - b->data);
 	py->site_dirs = dirs;
@@ -308,7 +316,9 @@ static int parse_header(struct pack_python *py, struct bytes *b, size_t *consume
 
 static int spawn_helper(struct pack_python *py, struct pyfs_err *err)
 {
-	char *argv[] = {py->python, (char *)"-I", (char *)"-c", (char *)helper_source, NULL};
+	/* -I: nothing from the environment or the user; -B: no .pyc written anywhere. */
+	char *argv[] = {py->python,   (char *)"-I",	     (char *)"-B",
+			(char *)"-c", (char *)helper_source, NULL};
 	int in[2] = {-1, -1}, out[2] = {-1, -1};
 	posix_spawn_file_actions_t actions;
 	posix_spawnattr_t attr;
@@ -401,8 +411,9 @@ int pack_python_start(const char *python, struct pack_python **out, struct pyfs_
 		goto out_free;
 	}
 	free(b.data);
-	pyfs_debug("interpreter '%s': cache tag '%s', magic %s, %zu site directories", python,
-		   py->tag, py->magic_hex, py->site_dir_count);
+	pyfs_debug("interpreter '%s' ('%s', Python %s): cache tag '%s', magic %s, %zu site "
+		   "directories",
+		   python, py->executable, py->version, py->tag, py->magic_hex, py->site_dir_count);
 	*out = py;
 	return 0;
 
@@ -410,6 +421,21 @@ out_free:
 	free(b.data);
 	pack_python_destroy(py);
 	return ret;
+}
+
+const char *pack_python_tag(const struct pack_python *py)
+{
+	return py->tag;
+}
+
+const char *pack_python_version(const struct pack_python *py)
+{
+	return py->version;
+}
+
+const char *pack_python_executable(const struct pack_python *py)
+{
+	return py->executable[0] ? py->executable : py->python;
 }
 
 size_t pack_python_site_dirs(const struct pack_python *py, const char *const **dirs)

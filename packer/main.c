@@ -16,13 +16,23 @@
 
 enum command { CMD_PACK, CMD_LIST, CMD_VERIFY, CMD_EXTRACT };
 
-enum long_only { OPT_NO_COMPILE = 256, OPT_LIST, OPT_VERIFY, OPT_EXTRACT };
+enum long_only {
+	OPT_NO_COMPILE = 256,
+	OPT_LIST,
+	OPT_VERIFY,
+	OPT_EXTRACT,
+	OPT_STRICT,
+	OPT_MOUNT_PATH
+};
 
 static const struct option long_options[] = {
     {"python", required_argument, NULL, 'p'},
     {"exclude", required_argument, NULL, 'x'},
     {"no-compile", no_argument, NULL, OPT_NO_COMPILE},
     {"force", no_argument, NULL, 'f'},
+    {"dereference", no_argument, NULL, 'L'},
+    {"strict", no_argument, NULL, OPT_STRICT},
+    {"mount-path", required_argument, NULL, OPT_MOUNT_PATH},
     {"list", no_argument, NULL, OPT_LIST},
     {"verify", no_argument, NULL, OPT_VERIFY},
     {"extract", no_argument, NULL, OPT_EXTRACT},
@@ -48,6 +58,18 @@ static void print_help(void)
 	    "for the interpreter gets a compiled __pycache__/*.pyc in the archive (the\n"
 	    "sources are never written to), so imports from the archive compile nothing.\n"
 	    "\n"
+	    "A SOURCE that is a whole environment (a prefix with bin/python3.X and\n"
+	    "lib/python3.X/os.py: conda, spack, an installation; or a venv's pyvenv.cfg)\n"
+	    "is packed whole and its own bin/python3.X compiles the byte-code; a --python\n"
+	    "of another version or cache tag is refused. The archive records the absolute\n"
+	    "path of such a SOURCE (pyfs-prologue --at-source mounts it there).\n"
+	    "\n"
+	    "References that leave the archive are reported: symlinks pointing outside,\n"
+	    "absolute shebangs, ELF RPATH/RUNPATH entries and absolute DT_NEEDED, .pth\n"
+	    "lines, unless they point into the mount path (the SOURCE's own path, or\n"
+	    "--mount-path). The directories that .pth files at the root add are recorded\n"
+	    "for pyfs-prologue to append to PYTHONPATH.\n"
+	    "\n"
 	    "Options:\n"
 	    "  -p, --python PATH   interpreter whose site-packages are packed when no SOURCE\n"
 	    "                      is given, and which compiles missing byte-code\n"
@@ -56,6 +78,11 @@ static void print_help(void)
 	    "                      matches the path from the archive root, one without\n"
 	    "                      matches the last name; '*' also matches '/'\n"
 	    "      --no-compile    do not add missing .pyc files\n"
+	    "  -L, --dereference   pack what symlinks leaving the sources point to (a spack\n"
+	    "                      view becomes self-contained), like cp -L / tar -h\n"
+	    "      --mount-path DIR  where the archive will be mounted: references into DIR\n"
+	    "                      are not escapes (default: the single SOURCE's own path)\n"
+	    "      --strict        fail when a reference leaves the archive\n"
 	    "  -f, --force         overwrite an existing ARCHIVE\n"
 	    "      --list          print every entry: mode, links, size, mtime, path\n"
 	    "                      (unprintable name bytes as \\ooo), '-> target' for symlinks\n"
@@ -111,7 +138,7 @@ int main(int argc, char **argv)
 	}
 	opts.excludes = excludes;
 
-	while ((c = getopt_long(argc, argv, "p:x:fqvhV", long_options, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "p:x:fLqvhV", long_options, NULL)) != -1) {
 		switch (c) {
 		case 'p':
 			opts.python = optarg;
@@ -127,6 +154,18 @@ int main(int argc, char **argv)
 			break;
 		case 'f':
 			opts.force = true;
+			pack_only++;
+			break;
+		case 'L':
+			opts.dereference = true;
+			pack_only++;
+			break;
+		case OPT_STRICT:
+			opts.strict = true;
+			pack_only++;
+			break;
+		case OPT_MOUNT_PATH:
+			opts.mount_path = optarg;
 			pack_only++;
 			break;
 		case OPT_LIST:
@@ -172,7 +211,8 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (command != CMD_PACK && pack_only) {
-		usage_error("--python, --exclude, --no-compile and --force are for packing");
+		usage_error("--python, --exclude, --no-compile, --force, --dereference, "
+			    "--mount-path and --strict are for packing");
 		goto out;
 	}
 	pyfs_log_set_verbosity(PYFS_LOG_INFO, opts.verbose, opts.quiet);

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +14,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "env.h"
+#include "escape.h"
 #include "pack.h"
+#include "pyfs_format.h"
 
 struct source_id {
 	dev_t dev;
@@ -101,38 +105,93 @@ out_free:
 	return ret;
 }
 
-/* Warn about the .pth files at the root: PYTHONPATH entries do not run them. */
-static void report_pth(struct pack_inode *root)
-{
-	const struct pack_entry *e;
-	uint32_t i;
-
-	for (i = 0; i < root->entry_count; i++) {
-		e = &root->entries[i];
-		if (S_ISDIR(e->inode->mode) || e->name_len <= 4 ||
-		    memcmp(e->name + e->name_len - 4, ".pth", 4) != 0)
-			continue;
-		pyfs_warn("'%.*s' is not processed when the archive is used through PYTHONPATH "
-			  "(see README: .pth files)",
-			  (int)e->name_len, (const char *)e->name);
-	}
-}
-
-static void print_summary(const char *archive, const struct pack_write_stats *w, double seconds)
+static void print_summary(const char *archive, const struct pack_write_stats *w, double seconds,
+			  const char *extra)
 {
 	char bytes[32], saved[32], size[32];
 
 	pyfs_info("packed '%s': %" PRIu64 " files, %" PRIu64 " dirs, %" PRIu64 " symlinks, %" PRIu64
-		  " hard links, %s, %s saved by dedup, archive %s, %.2f s",
+		  " hard links, %s, %s saved by dedup, archive %s, %s%.2f s",
 		  archive, w->files, w->dirs, w->symlinks, w->hard_links,
 		  pack_human_bytes(bytes, sizeof(bytes), w->file_bytes),
 		  pack_human_bytes(saved, sizeof(saved), w->file_bytes - w->payload_bytes),
-		  pack_human_bytes(size, sizeof(size), w->archive_bytes), seconds);
+		  pack_human_bytes(size, sizeof(size), w->archive_bytes), extra, seconds);
+}
+
+/* "3.11" of "3.11.7" into out. */
+static void major_minor(const char *version, char *out, size_t size)
+{
+	const char *dot = strchr(version, '.');
+
+	dot = dot ? strchr(dot + 1, '.') : NULL;
+	snprintf(out, size, "%.*s", dot ? (int)(dot - version) : (int)strlen(version), version);
+}
+
+/*
+ * An environment's byte-code must come from its own Python: the same version
+ * and, for CPython, the cache tag "cpython-3X" its imports look for.
+ */
+static int check_env_python(const struct pack_env *env, const struct pack_python *py,
+			    const char *python, bool given, struct pyfs_err *err)
+{
+	const char *tag = pack_python_tag(py);
+	char mm[16], want_tag[32];
+	bool ok;
+
+	major_minor(pack_python_version(py), mm, sizeof(mm));
+	snprintf(want_tag, sizeof(want_tag), "cpython-%.1s%s", env->version, env->version + 2);
+	ok = strcmp(mm, env->version) == 0 &&
+	     (strncmp(tag, "cpython-", 8) != 0 || strcmp(tag, want_tag) == 0);
+	if (ok)
+		return 0;
+	if (given)
+		pyfs_err_set(err,
+			     "interpreter '%s' ('%s', Python %s, cache tag '%s') does not match "
+			     "environment '%s' (Python %s, cache tag '%s'): its byte-code would "
+			     "not be used there; leave out --python to use the environment's own",
+			     python, pack_python_executable(py), pack_python_version(py),
+			     tag[0] ? tag : "none", env->path, env->version, want_tag);
+	else
+		pyfs_err_set(err,
+			     "environment '%s' is Python %s (lib/python%s, cache tag '%s') but its "
+			     "interpreter '%s' ('%s') is Python %s (cache tag '%s'); pass --python "
+			     "PATH",
+			     env->path, env->version, env->version, want_tag, python,
+			     pack_python_executable(py), pack_python_version(py),
+			     tag[0] ? tag : "none");
+	return -EINVAL;
+}
+
+/* Where the archive will be mounted, for the escape scan: up to two spellings. */
+static int escape_mount_paths(const struct pack_options *opts, const char *single_source,
+			      char abs[PATH_MAX], char real[PATH_MAX],
+			      struct pack_escape_config *config, struct pyfs_err *err)
+{
+	const char *path = opts->mount_path ? opts->mount_path : single_source;
+	int ret;
+
+	config->mount_path_count = 0;
+	if (!path)
+		return 0;
+	ret = pack_absolute_path(path, abs);
+	if (ret < 0) {
+		pyfs_err_set(err, "cannot resolve '%s': %s", path, strerror(-ret));
+		return ret;
+	}
+	config->mount_paths[config->mount_path_count++] = abs;
+	if (realpath(path, real) && strcmp(real, abs) != 0)
+		config->mount_paths[config->mount_path_count++] = real;
+	return 0;
 }
 
 int pack_run(const struct pack_options *opts)
 {
 	const char *python = opts->python ? opts->python : "python3";
+	struct pack_escape_config escape_config = {{NULL}, 0, false, opts->strict};
+	struct pack_escape_stats escapes;
+	char mount_abs[PATH_MAX], mount_real[PATH_MAX], source_abs[PATH_MAX], extra[PATH_MAX + 128];
+	struct pack_env env;
+	bool is_env = false;
 	const char *const *sources = (const char *const *)opts->sources;
 	size_t source_count = (size_t)opts->source_count, id_count = 0, i, j;
 	struct pack_python *py = NULL;
@@ -149,11 +208,35 @@ int pack_run(const struct pack_options *opts)
 	if (ret < 0)
 		goto out_error;
 
+	/* A whole environment brings its own interpreter (the first one among the sources). */
+	for (i = 0; i < source_count && !is_env; i++) {
+		ret = pack_env_detect(sources[i], &env, &err);
+		if (ret < 0)
+			goto out_error;
+		is_env = ret == 1;
+	}
+	if (is_env && !opts->python)
+		python = env.python;
+
 	/* The interpreter runs alongside the walk: started first, asked last. */
-	if (!opts->no_compile || source_count == 0) {
+	if (!opts->no_compile || source_count == 0 || (is_env && opts->python)) {
 		ret = pack_python_start(python, &py, &err);
 		if (ret < 0)
 			goto out_error;
+	}
+	if (is_env && py) {
+		ret = check_env_python(&env, py, python, opts->python != NULL, &err);
+		if (ret < 0)
+			goto out_error;
+	}
+	if (is_env) {
+		pyfs_info("packing %s '%s' (Python %s)%s%s%s", env.venv ? "venv" : "environment",
+			  env.path, env.version, py ? " with its interpreter '" : "",
+			  py ? pack_python_executable(py) : "", py ? "'" : "");
+		if (env.venv && env.home[0])
+			pyfs_info("venv '%s' uses the standard library of its base interpreter in "
+				  "'%s' (pyvenv.cfg home), which is not packed",
+				  env.path, env.home);
 	}
 	if (source_count == 0) {
 		source_count = pack_python_site_dirs(py, &sources);
@@ -166,7 +249,8 @@ int pack_run(const struct pack_options *opts)
 			goto out_error;
 		}
 		for (i = 0; i < source_count; i++)
-			pyfs_info("packing site-packages of '%s': '%s'", python, sources[i]);
+			pyfs_info("packing site-packages of '%s' ('%s', Python %s): '%s'", python,
+				  pack_python_executable(py), pack_python_version(py), sources[i]);
 	}
 
 	ids = calloc(source_count, sizeof(*ids));
@@ -206,6 +290,7 @@ int pack_run(const struct pack_options *opts)
 		pyfs_err_set(&err, "out of memory");
 		goto out_error;
 	}
+	pack_tree_set_dereference(tree, opts->dereference);
 	for (i = 0; i < id_count; i++) {
 		const struct pack_tree_stats *s = pack_tree_stats(tree);
 		uint64_t files = s->files, bytes = s->file_bytes;
@@ -226,7 +311,10 @@ int pack_run(const struct pack_options *opts)
 			   s->files, s->dirs, s->symlinks, s->hard_links, s->excluded, s->conflicts,
 			   s->skipped);
 	}
-	report_pth(pack_tree_root(tree));
+	if (opts->dereference)
+		pyfs_debug("-L: %" PRIu64
+			   " symlinks leaving the sources packed as what they point to",
+			   pack_tree_dereferenced(tree));
 
 	if (py) {
 		t = pyfs_now();
@@ -234,11 +322,60 @@ int pack_run(const struct pack_options *opts)
 		if (ret < 0)
 			goto out_error;
 		if (compiled)
-			pyfs_info("added %" PRIu64 " .pyc files compiled by '%s' (%.2f s)",
-				  compiled, python, pyfs_now() - t);
+			pyfs_info("added %" PRIu64
+				  " .pyc files compiled by '%s' (Python %s, %.2f s)",
+				  compiled, pack_python_executable(py), pack_python_version(py),
+				  pyfs_now() - t);
 		else if (!opts->no_compile)
 			pyfs_debug("byte-code: all valid (checked in %.3f s)", pyfs_now() - t);
 	}
+
+	/* One directory source: where it mounts by default (and, for an environment, recorded). */
+	source_abs[0] = '\0';
+	if (id_count == 1 && stat(ids[0].path, &st) == 0 && S_ISDIR(st.st_mode)) {
+		ret = pack_absolute_path(ids[0].path, source_abs);
+		/* Only an environment's: a plain tree packs the same from anywhere. */
+		if (ret == 0 && is_env)
+			ret = pack_tree_add_environment(tree, PYFS_ENV_SOURCE_PATH, source_abs);
+		if (ret < 0) {
+			pyfs_err_set(&err, "cannot record the source path: %s", strerror(-ret));
+			goto out_error;
+		}
+	}
+	ret = escape_mount_paths(opts, source_abs[0] ? source_abs : NULL, mount_abs, mount_real,
+				 &escape_config, &err);
+	if (ret < 0)
+		goto out_error;
+	escape_config.pythonpath_use = !is_env;
+	ret = pack_escape_scan(tree, &escape_config, &escapes, &err);
+	if (ret < 0)
+		goto out_error;
+	if (escapes.total) {
+		char counts[256];
+
+		snprintf(counts, sizeof(counts),
+			 "%" PRIu64 " symlinks, %" PRIu64 " shebangs, %" PRIu64
+			 " ELF paths, %" PRIu64 " .pth lines",
+			 escapes.symlinks, escapes.shebangs, escapes.elf, escapes.pth);
+		if (opts->strict) {
+			pyfs_err_set(&err,
+				     "%" PRIu64 " references leave the archive (%s, listed above) "
+				     "and --strict refuses them: pack their targets too (-L), or "
+				     "give the --mount-path they point into",
+				     escapes.total, counts);
+			ret = -EINVAL;
+			goto out_error;
+		}
+		pyfs_warn("%" PRIu64 " references leave the archive (%s): on the nodes they read "
+			  "outside the mount%s; -v lists them, --strict refuses them",
+			  escapes.total, counts,
+			  escape_config.mount_path_count ? ""
+							 : " (no mount path: see --mount-path)");
+	}
+	if (escapes.pth_dirs)
+		pyfs_info("%" PRIu64 " directories added by .pth files recorded for PYTHONPATH "
+			  "(pyfs-prologue appends them)",
+			  escapes.pth_dirs);
 
 	/* Pass 2. */
 	ret = pack_write(tree, opts->archive, opts->force, !opts->quiet && isatty(STDERR_FILENO),
@@ -252,7 +389,10 @@ int pack_run(const struct pack_options *opts)
 		       ? (double)wstats.payload_bytes / wstats.copy_seconds / 1e6
 		       : 0.0,
 		   wstats.finish_seconds);
-	print_summary(opts->archive, &wstats, pyfs_now() - start);
+	snprintf(extra, sizeof(extra), "%" PRIu64 " references leave it, %s%s%s%s%s", escapes.total,
+		 py ? "interpreter '" : "", py ? pack_python_executable(py) : "",
+		 py ? "' (Python " : "", py ? pack_python_version(py) : "", py ? "), " : "");
+	print_summary(opts->archive, &wstats, pyfs_now() - start, extra);
 	ret = 0;
 	goto out_free;
 

@@ -45,6 +45,9 @@ struct pack_options {
 	bool force;
 	bool quiet;
 	bool verbose;
+	bool dereference;	/* -L */
+	bool strict;		/* --strict: escapes are errors */
+	const char *mount_path; /* --mount-path; NULL: the source's own path */
 };
 
 /* ---- pack.c: the pack command ---- */
@@ -181,6 +184,21 @@ const struct pack_tree_stats *pack_tree_stats(const struct pack_tree *tree);
 int pack_tree_add_source(struct pack_tree *tree, const char *source, int source_index,
 			 struct pyfs_err *err);
 
+/*
+ * -L: symlinks whose canonical target lies outside every source are replaced
+ * by what they point to (directories walked, files copied); dangling ones
+ * stay. pack_tree_dereferenced() counts the links replaced.
+ */
+void pack_tree_set_dereference(struct pack_tree *tree, bool dereference);
+uint64_t pack_tree_dereferenced(const struct pack_tree *tree);
+
+/*
+ * "KEY=VALUE" strings for the archive's optional environment attribute
+ * (pyfs_format.h), in the order added. Add returns 0 or -ENOMEM.
+ */
+int pack_tree_add_environment(struct pack_tree *tree, const char *key, const char *value);
+const char *const *pack_tree_environment(const struct pack_tree *tree, size_t *count);
+
 /* Is the archive path rel (no leading '/') left out by an --exclude? */
 bool pack_tree_excluded(const struct pack_tree *tree, const char *rel);
 
@@ -215,6 +233,14 @@ struct pack_python;
  * what it reports: cache tag, magic number, site-packages directories.
  */
 int pack_python_start(const char *python, struct pack_python **out, struct pyfs_err *err);
+
+/*
+ * What it reported: cache tag ("cpython-311", "" when it caches nothing),
+ * version ("3.11.7") and the real path of its executable.
+ */
+const char *pack_python_tag(const struct pack_python *py);
+const char *pack_python_version(const struct pack_python *py);
+const char *pack_python_executable(const struct pack_python *py);
 
 /* Its existing site-packages directories (purelib, platlib, site), deduplicated. */
 size_t pack_python_site_dirs(const struct pack_python *py, const char *const **dirs);

@@ -48,7 +48,15 @@ struct pack_tree {
 	size_t link_count;
 
 	const char **sources; /* by index, for conflict messages */
+	char **source_reals;  /* by index, canonical paths (NULL: not a directory) */
 	int source_cap;
+	bool dereference; /* -L: pack what symlinks leaving the sources point to */
+	bool follow;	  /* the next add_entry() opens a directory through a symlink */
+	uint64_t dereferenced;
+
+	const char **environment; /* "KEY=VALUE" for the archive's environment attribute */
+	size_t environment_count;
+	size_t environment_cap;
 
 	struct pack_path rel; /* archive path of the entry being walked */
 	struct pack_path abs; /* its path on disk */
@@ -271,6 +279,10 @@ void pack_tree_destroy(struct pack_tree *tree)
 		free(block);
 	}
 	free(tree->links);
+	for (int i = 0; i < tree->source_cap && tree->source_reals; i++)
+		free(tree->source_reals[i]);
+	free(tree->source_reals);
+	free(tree->environment);
 	free(tree->sources);
 	pack_path_free(&tree->rel);
 	pack_path_free(&tree->abs);
@@ -378,8 +390,90 @@ static void time_of(const struct timespec *ts, int64_t *sec, uint32_t *nsec)
  */
 static int add_entry(struct pack_tree *tree, struct pack_inode *dir, uint32_t base, int at_fd,
 		     const char *at_name, const char *name, size_t len, const struct stat *st,
+		     int source, struct pyfs_err *err);
+
+/* Is the canonical path real inside one of the sources (or one of them)? */
+static bool inside_sources(const struct pack_tree *tree, const char *real)
+{
+	for (int i = 0; i < tree->source_cap; i++) {
+		const char *root = tree->source_reals[i];
+		size_t len = root ? strlen(root) : 0;
+
+		if (!root)
+			continue;
+		if (len == 1 && root[0] == '/')
+			return true;
+		if (strncmp(real, root, len) == 0 && (real[len] == '\0' || real[len] == '/'))
+			return true;
+	}
+	return false;
+}
+
+/* Is the directory (dev, ino) dir or one of its ancestors (a symlink loop)? */
+static bool is_ancestor(const struct pack_inode *dir, dev_t dev, ino_t ino)
+{
+	for (;;) {
+		if (dir->dev == dev && dir->ino == ino)
+			return true;
+		if (dir->parent == dir)
+			return false;
+		dir = dir->parent;
+	}
+}
+
+/*
+ * -L: the symlink the walk is at leaves the sources; add what it points to
+ * instead (a dangling link, or one to a special file, stays a symlink: 1).
+ */
+static int add_dereferenced(struct pack_tree *tree, struct pack_inode *dir, uint32_t base,
+			    int at_fd, const char *at_name, const char *name, size_t len,
+			    int source, struct pyfs_err *err)
+{
+	char *real = realpath(tree->abs.buf, NULL);
+	struct stat st;
+	int ret = 1;
+
+	if (!real)
+		return 1;
+	if (inside_sources(tree, real) || fstatat(at_fd, at_name, &st, 0) < 0 ||
+	    !(S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)))
+		goto out;
+	if (S_ISDIR(st.st_mode) && is_ancestor(dir, st.st_dev, st.st_ino)) {
+		pyfs_err_set(err, "symlink '%s' leads back to a directory above it (a loop)",
+			     tree->abs.buf);
+		ret = -ELOOP;
+		goto out;
+	}
+	pyfs_debug("dereferencing '%s' -> '%s'", tree->abs.buf, real);
+	tree->dereferenced++;
+	if (S_ISREG(st.st_mode)) {
+		/* Read through the canonical path: the copy opens files without following. */
+		char *saved = strdup(tree->abs.buf);
+
+		ret = saved ? pack_path_set(&tree->abs, real, strlen(real)) : -ENOMEM;
+		if (ret == 0)
+			ret =
+			    add_entry(tree, dir, base, at_fd, at_name, name, len, &st, source, err);
+		if (saved && pack_path_set(&tree->abs, saved, strlen(saved)) < 0)
+			ret = -ENOMEM;
+		free(saved);
+	} else {
+		tree->follow = true;
+		ret = add_entry(tree, dir, base, at_fd, at_name, name, len, &st, source, err);
+	}
+out:
+	free(real);
+	return ret;
+}
+
+static int add_entry(struct pack_tree *tree, struct pack_inode *dir, uint32_t base, int at_fd,
+		     const char *at_name, const char *name, size_t len, const struct stat *st,
 		     int source, struct pyfs_err *err)
 {
+	bool follow = tree->follow;
+
+	tree->follow = false; /* for this entry only, not for what it holds */
+
 	struct pack_entry *existing = lookup_range(dir, base, name, len);
 	struct pack_inode *inode;
 	uint32_t perm = st->st_mode & PYFS_MODE_PERM_MASK;
@@ -410,7 +504,8 @@ static int add_entry(struct pack_tree *tree, struct pack_inode *dir, uint32_t ba
 				     PACK_DEPTH_MAX - 1, tree->abs.buf);
 			return -ELOOP;
 		}
-		fd = openat(at_fd, at_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		fd = openat(at_fd, at_name,
+			    O_RDONLY | O_DIRECTORY | (follow ? 0 : O_NOFOLLOW) | O_CLOEXEC);
 		if (fd < 0) {
 			ret = -errno;
 			pyfs_err_set(err, "cannot open directory '%s': %s", tree->abs.buf,
@@ -428,6 +523,8 @@ static int add_entry(struct pack_tree *tree, struct pack_inode *dir, uint32_t ba
 			}
 			inode->source = source;
 		}
+		inode->dev = st->st_dev;
+		inode->ino = st->st_ino;
 		return walk_dir(tree, inode, fd, source, err);
 
 	case S_IFREG:
@@ -454,6 +551,12 @@ static int add_entry(struct pack_tree *tree, struct pack_inode *dir, uint32_t ba
 		return entry_append(tree, dir, name, len, inode) ? 0 : -ENOMEM;
 
 	case S_IFLNK:
+		if (tree->dereference) {
+			ret = add_dereferenced(tree, dir, base, at_fd, at_name, name, len, source,
+					       err);
+			if (ret <= 0)
+				return ret;
+		}
 		n = readlinkat(at_fd, at_name, tree->link_target, sizeof(tree->link_target));
 		if (n < 0) {
 			ret = -errno;
@@ -557,6 +660,7 @@ static int walk_dir(struct pack_tree *tree, struct pack_inode *dir, int fd, int 
 static int remember_source(struct pack_tree *tree, const char *source, int index)
 {
 	const char **sources;
+	char **reals;
 	int cap;
 
 	if (index >= tree->source_cap) {
@@ -565,10 +669,59 @@ static int remember_source(struct pack_tree *tree, const char *source, int index
 		if (!sources)
 			return -ENOMEM;
 		tree->sources = sources;
+		reals = realloc(tree->source_reals, (size_t)cap * sizeof(*reals));
+		if (!reals)
+			return -ENOMEM;
+		for (int i = tree->source_cap; i < cap; i++)
+			reals[i] = NULL;
+		tree->source_reals = reals;
 		tree->source_cap = cap;
 	}
 	tree->sources[index] = source;
+	free(tree->source_reals[index]);
+	tree->source_reals[index] = realpath(source, NULL); /* NULL: checked by the caller */
 	return 0;
+}
+
+void pack_tree_set_dereference(struct pack_tree *tree, bool dereference)
+{
+	tree->dereference = dereference;
+}
+
+uint64_t pack_tree_dereferenced(const struct pack_tree *tree)
+{
+	return tree->dereferenced;
+}
+
+int pack_tree_add_environment(struct pack_tree *tree, const char *key, const char *value)
+{
+	size_t klen = strlen(key), vlen = strlen(value);
+	const char **items;
+	char *item;
+
+	if (tree->environment_count == tree->environment_cap) {
+		size_t cap = tree->environment_cap ? tree->environment_cap * 2 : 8;
+
+		items = realloc(tree->environment, cap * sizeof(*items));
+		if (!items)
+			return -ENOMEM;
+		tree->environment = items;
+		tree->environment_cap = cap;
+	}
+	item = arena_alloc(tree, klen + vlen + 2);
+	if (!item)
+		return -ENOMEM;
+	memcpy(item, key, klen);
+	item[klen] = '=';
+	memcpy(item + klen + 1, value, vlen + 1);
+	tree->environment[tree->environment_count++] = item;
+	return 0;
+}
+
+const char *const *pack_tree_environment(const struct pack_tree *tree, size_t *count)
+{
+	*count = tree->environment_count;
+	return tree->environment;
 }
 
 int pack_tree_add_source(struct pack_tree *tree, const char *source, int source_index,
@@ -598,6 +751,8 @@ int pack_tree_add_source(struct pack_tree *tree, const char *source, int source_
 			tree->root->mode = S_IFDIR | (st.st_mode & PYFS_MODE_PERM_MASK);
 			time_of(&st.st_mtim, &tree->root->mtime_sec, &tree->root->mtime_nsec);
 			tree->root->source = source_index;
+			tree->root->dev = st.st_dev;
+			tree->root->ino = st.st_ino;
 		}
 		if (pack_path_set(&tree->rel, "", 0) < 0 ||
 		    pack_path_set(&tree->abs, source, strlen(source)) < 0) {

@@ -762,6 +762,14 @@ int pack_write(struct pack_tree *tree, const char *archive, bool force, bool pro
 	ret = pyfs_writer_create(tmp, &shape, &writer, err);
 	if (ret < 0)
 		goto out_unlink;
+	{
+		size_t env_count;
+		const char *const *env = pack_tree_environment(tree, &env_count);
+
+		ret = pyfs_writer_set_environment(writer, env, env_count, err);
+		if (ret < 0)
+			goto out_abort;
+	}
 	cp.file_offset = pyfs_writer_payload_file_offset(writer);
 	XXH3_64bits_reset(cp.payload_state);
 	pack_progress_start(&cp.progress, progress, l.copy_files, l.payload_size);

@@ -31,4 +31,5 @@ eval "$(pyfs-prologue "${hosts[@]}" "$PYFS_ARCHIVE")"
 trap 'pyfs-epilogue "${hosts[@]}"' EXIT
 
 # -x passes PYTHONPATH to the processes on the other nodes.
+# shellcheck disable=SC2086 # PYTHON is split on purpose
 mpirun "${hosts[@]}" -np "$NP" -x PYTHONPATH $PYTHON "$APP"

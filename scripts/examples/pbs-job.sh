@@ -28,4 +28,5 @@ eval "$(pyfs-prologue "$PYFS_ARCHIVE")"
 trap pyfs-epilogue EXIT
 
 # One process per line of $PBS_NODEFILE; -x passes PYTHONPATH to all nodes.
+# shellcheck disable=SC2086 # PYTHON is split on purpose
 mpirun --hostfile "$PBS_NODEFILE" -x PYTHONPATH $PYTHON "$APP"

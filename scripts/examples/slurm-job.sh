@@ -32,4 +32,5 @@ trap pyfs-epilogue EXIT
 
 # Every task imports from the node's mount. $PYTHON is split on spaces on
 # purpose, so that it may carry interpreter options.
+# shellcheck disable=SC2086 # PYTHON is split on purpose
 srun $PYTHON "$APP"

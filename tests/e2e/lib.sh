@@ -1,4 +1,5 @@
 # lib.sh - shared helpers for the end-to-end test scripts (sourced, not run).
+# shellcheck shell=bash
 #
 # Each test script: `. "$(dirname "$0")/lib.sh"`, then uses $PYFS_PACK,
 # $PYFS_MOUNT (set by CTest, or found in ./build), a private $WORK directory

@@ -52,6 +52,7 @@ for exchange in ring allgatherv; do
 		done
 		[ "$(cat "$WORK/m$r/small.txt")" = small ] || fail "$exchange: small.txt differs through m$r"
 		rss_kib=$(awk '/^VmRSS:/ { print $2 }' "/proc/$(cat "$WORK/ready$r")/status")
+		# shellcheck disable=SC2017 # integer MiB on purpose
 		limit_kib=$((payload / 1024 * 105 / 100 + 32 * 1024))
 		note "$exchange: daemon $r: RSS $((rss_kib / 1024)) MiB for a $((payload / 1048576)) MiB payload (limit $((limit_kib / 1024)) MiB)"
 		[ "$rss_kib" -le "$limit_kib" ] || fail "$exchange: daemon $r RSS $rss_kib KiB over $limit_kib KiB"

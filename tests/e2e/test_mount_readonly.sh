@@ -61,6 +61,7 @@ sys.exit(1 if bad else 0)
 EOF
 
 # The shell says it in words too.
+# shellcheck disable=SC2116 # the command substitution is the test
 out=$(echo x 2>&1 >>"$mnt/file.txt") && fail "appending with the shell succeeded"
 grep -q "Read-only file system" <<<"$out" || fail "unexpected message: $out"
 out=$(touch "$mnt/new" 2>&1) && fail "touch succeeded"

@@ -14,6 +14,7 @@ for m in argparse ast dataclasses enum functools json/decoder json/encoder pathl
 	[ -f "/usr/lib/python3.11/$m.py" ] || continue
 	cp -p "/usr/lib/python3.11/$m.py" "$SRC/mods/$(echo "$m" | tr / _).py"
 done
+# shellcheck disable=SC2012 # plain names here
 [ "$(ls "$SRC/mods" | wc -l)" -ge 5 ] || skip "too few stdlib modules found to compile"
 head -c 300000 /dev/urandom >"$SRC/data/random"
 cp -p "$SRC/data/random" "$SRC/data/random-copy"
@@ -29,6 +30,7 @@ done
 cmp "$WORK/c1.h5" "$WORK/c2.h5" || fail "two packs with byte-code differ"
 cmp "$WORK/n1.h5" "$WORK/n2.h5" || fail "two packs without byte-code differ"
 ! cmp -s "$WORK/c1.h5" "$WORK/n1.h5" || fail "byte-code did not change the archive"
+# shellcheck disable=SC2012 # plain names here
 [ "$("$PYFS_PACK" --list "$WORK/c1.h5" | grep -c '\.pyc$')" -eq "$(ls "$SRC/mods" | wc -l)" ] ||
 	fail "not every module got byte-code"
 

@@ -20,6 +20,7 @@ printf "VALUE = 'c'\n# the last module\n" >"$SRC/c.py"
 # exactly in the directories of the MODULEs (paths without .py), and holds
 # byte-code for exactly those MODULEs, each with the code of its source.
 check_archive() {
+	# shellcheck disable=SC2155 # basename does not fail
 	local archive=$1 out=$WORK/out-$(basename "$1" .h5) m want got
 	shift
 	"$PYFS_PACK" --verify "$archive" >/dev/null 2>"$WORK/verify.err" ||

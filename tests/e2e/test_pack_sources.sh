@@ -4,7 +4,7 @@
 # file source lands at the root under its name, --exclude leaves paths out
 # (by last name, or by path from the root), a source given twice is packed
 # once, and without SOURCE the interpreter's site-packages are packed (a
-# venv's here) with every top-level .pth file reported.
+# venv's here) with the code lines of its top-level .pth files reported.
 . "$(dirname "$0")/lib.sh"
 [ -x "$PY" ] || skip "$PY is missing"
 
@@ -77,9 +77,9 @@ mkdir "$SITE/venvpkg"
 echo "VALUE = 42" >"$SITE/venvpkg/__init__.py"
 echo "import venvpkg" >"$SITE/zz-hook.pth"
 "$PYFS_PACK" -p "$WORK/venv/bin/python" "$WORK/v.h5" 2>"$WORK/venv.err" || fail "pack of the venv failed: $(cat "$WORK/venv.err")"
-grep -q "packing site-packages of '$WORK/venv/bin/python': '$SITE'" "$WORK/venv.err" ||
+grep -q "packing site-packages of '$WORK/venv/bin/python' ('$(readlink -f "$PY")', Python 3\.[0-9.]*): '$SITE'" "$WORK/venv.err" ||
 	fail "packed directories not reported: $(cat "$WORK/venv.err")"
-grep -q "warning: 'zz-hook.pth' is not processed when the archive is used through PYTHONPATH" "$WORK/venv.err" ||
+grep -q "warning: 'zz-hook.pth' line 1 runs code ('import venvpkg'), which does not happen when the archive is used through PYTHONPATH" "$WORK/venv.err" ||
 	fail ".pth file not reported: $(cat "$WORK/venv.err")"
 "$PYFS_PACK" --list "$WORK/v.h5" >"$WORK/vlist"
 grep -q " venvpkg/__pycache__/__init__\..*\.pyc$" "$WORK/vlist" || fail "venv package or its byte-code missing: $(cat "$WORK/vlist")"

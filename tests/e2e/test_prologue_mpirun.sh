@@ -50,6 +50,7 @@ kill_daemons() {
 	local pids
 	pids=$(daemons)
 	[ -n "$pids" ] || fail "no pyfs-mount daemon to kill"
+	# shellcheck disable=SC2086 # split on purpose
 	kill -KILL $pids
 	for _ in $(seq 50); do [ -z "$(daemons)" ] && break; sleep 0.1; done
 	stat "$1" >/dev/null 2>"$WORK/stat.err" && fail "'$1' still answers after SIGKILL"

@@ -24,6 +24,7 @@ fuzz=$PYFS_BUILD_DIR/fuzz
 mkdir -p "$fuzz/corpus/image" "$fuzz/corpus/archive" "$fuzz/artifacts"
 
 # Build both targets (a few seconds each).
+# shellcheck disable=SC2054 # the commas belong to -fsanitize=
 flags=(-g -O1 -std=gnu17 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -fno-omit-frame-pointer
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Wall -Wextra -Werror
 	-I"$src/archive")
