@@ -7,10 +7,12 @@
  * then R = min(nodes, --readers) reader nodes read the payload from the
  * archive file and the exchange delivers it to every leader.
  *
- * The payload is cut into chunks of a few MiB; reader r reads chunks r, r + R,
- * r + 2R, ... (each byte of the file is read once per job, and the bytes
- * become available in payload order), with plain pread(2) at the payload's
- * offset in the file, in a thread of its own, straight into the final image
+ * The payload is cut into chunks (64 KiB to 16 MiB, by payload size and node
+ * count); reader r reads chunks r, r + R, r + 2R, ... (each byte of the file
+ * is read once per job, and the bytes become available in payload order),
+ * with plain pread(2) at the payload's offset in the file (no MPI-IO: its
+ * open costs every reader metadata operations and, with Open MPI, lock files
+ * beside the archive), in a thread of its own, straight into the final image
  * buffer. Meanwhile the main thread exchanges the chunks that are there
  * (pull_exchange: a pipelined ring, or rounds of in-place MPI_Allgatherv), and
  * a third thread checksums the payload from its start as far as it has
