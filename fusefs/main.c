@@ -657,9 +657,11 @@ static void mount_report(const struct mount_config *config, struct mount_state *
 		  config->archive, MIB(s->archive_size), MIB(s->payload_size),
 		  pyfs_image_inode_count(state->image), state->world.node_count, state->world.size);
 	pyfs_info("pull %.3f s (%.0f MiB/s): metadata %.3f s, read %.3f s by %d reader(s) in "
-		  "%" PRIu64 " chunk(s) of %.0f KiB%s, %s exchange %.3f s; validate+verify %.3f s",
+		  "%" PRIu64 " chunk(s) of %.0f KiB (blocks of %.0f KiB)%s, %s exchange %.3f s; "
+		  "validate+verify %.3f s",
 		  pull, pull > 0 ? MIB(s->payload_size) / pull : 0.0, s->metadata_seconds, read,
 		  (int)s->readers, s->chunk_count, (double)s->chunk_bytes / 1024.0,
+		  (double)s->read_block_bytes / 1024.0,
 		  s->threads ? "" : " (no threads: stages in sequence)",
 		  pull_exchange_name((enum pull_exchange)s->exchange), arrived,
 		  after + state->verify_seconds);

@@ -305,6 +305,9 @@ out_free:
 #define PULL_RING_WINDOW 4
 #define PULL_RING_TAG	 0x7079
 
+/* Readers read blocks of at least this many bytes (see pull_job_init). */
+#define PULL_READ_BLOCK (UINT64_C(4) << 20)
+
 /* Longest pause between MPI polls while the ring waits for this node's reader. */
 #define PULL_POLL_USEC 200
 
@@ -319,7 +322,8 @@ const char *pull_exchange_name(enum pull_exchange exchange)
 /*
  * The payload pull of one leader: the plan (the same on every leader) and
  * what its threads share. Chunk c is bytes [c * chunk, + chunk) of the
- * payload (the last one shorter); reader r reads chunks r, r + readers, ...
+ * payload (the last one shorter); read block b is chunks [b * group, +
+ * group), and reader r reads blocks r, r + readers, r + 2 * readers, ...
  * A chunk is ready once its bytes are in place, read here or received; ready
  * flags only go from 0 to 1 (under lock, with a broadcast of cond).
  */
@@ -328,6 +332,7 @@ struct pull_job {
 	uint64_t size;
 	uint64_t chunk;
 	uint64_t chunks;
+	uint64_t group; /* chunks per read block (see pull_job_init) */
 	int nodes;
 	int readers;
 	int node;   /* this node's index among the leaders */
@@ -388,10 +393,16 @@ static int pull_node_reader(const struct pull_job *job, int node)
 	return reader < job->readers && pull_reader_node(job, reader) == node ? reader : -1;
 }
 
-/* The node that reads chunk c. */
+/* The node that reads chunk c: its block goes round-robin over the readers. */
 static int pull_owner(const struct pull_job *job, uint64_t c)
 {
-	return pull_reader_node(job, (int)(c % (uint64_t)job->readers));
+	return pull_reader_node(job, (int)(c / job->group % (uint64_t)job->readers));
+}
+
+/* One past the last chunk of read block b. */
+static uint64_t pull_block_end(const struct pull_job *job, uint64_t b)
+{
+	return (b + 1) * job->group < job->chunks ? (b + 1) * job->group : job->chunks;
 }
 
 static uint64_t pull_chunk_len(const struct pull_job *job, uint64_t c)
@@ -488,10 +499,13 @@ static void *pull_read_chunks(void *arg)
 {
 	struct pull_job *job = arg;
 
-	for (uint64_t c = (uint64_t)job->reader; c < job->chunks; c += (uint64_t)job->readers) {
-		if (job->read_rc == 0 && !atomic_load(&job->abort))
-			job->read_rc = pull_read_chunk(job, c);
-		pull_mark_ready(job, c);
+	for (uint64_t b = (uint64_t)job->reader; b * job->group < job->chunks;
+	     b += (uint64_t)job->readers) {
+		for (uint64_t c = b * job->group; c < pull_block_end(job, b); c++) {
+			if (job->read_rc == 0 && !atomic_load(&job->abort))
+				job->read_rc = pull_read_chunk(job, c);
+			pull_mark_ready(job, c);
+		}
 	}
 	job->read_end = pyfs_now();
 	return NULL;
@@ -658,20 +672,22 @@ static int pull_exchange_ring(struct pull_job *job, MPI_Comm comm, struct pull_s
 }
 
 /*
- * Rounds of MPI_Allgatherv in place: round j gathers chunks j*R .. j*R+R-1,
- * contiguous in the payload, reader r's at displacement r chunks; the other
- * nodes give nothing. Counts and displacements are in units of
+ * Rounds of MPI_Allgatherv in place: round j gathers read blocks j*R ..
+ * j*R+R-1, contiguous in the payload, reader r's at displacement r blocks;
+ * the other nodes give nothing. Counts and displacements are in units of
  * min(chunk, 1 MiB) (a derived datatype), so they stay small whatever the
  * payload and R; the last partial unit of the payload follows in one
- * MPI_Bcast from its reader. A
- * reader joins round j once its chunk of it is read; its reader thread reads
- * on meanwhile, and the checksum thread hashes the rounds already gathered.
+ * MPI_Bcast from its reader. A reader joins round j once its block of it is
+ * read; its reader thread reads on meanwhile, and the checksum thread hashes
+ * the rounds already gathered.
  */
 static int pull_exchange_allgatherv(struct pull_job *job, MPI_Comm comm, struct pull_stats *stats,
 				    struct pyfs_err *err)
 {
 	uint64_t readers = (uint64_t)job->readers;
-	uint64_t rounds = (job->chunks + readers - 1) / readers;
+	uint64_t blocks = (job->chunks + job->group - 1) / job->group;
+	uint64_t rounds = (blocks + readers - 1) / readers;
+	uint64_t block_bytes = job->group * job->chunk;
 	uint64_t unit_bytes = job->chunk < PULL_UNIT_MAX ? job->chunk : PULL_UNIT_MAX;
 	uint64_t tail = job->size % unit_bytes;
 	int *counts = calloc((size_t)job->nodes, sizeof(int));
@@ -692,37 +708,42 @@ static int pull_exchange_allgatherv(struct pull_job *job, MPI_Comm comm, struct 
 		goto out_free;
 	}
 	for (uint64_t j = 0; j < rounds; j++) {
-		uint64_t own = job->reader >= 0 ? j * readers + (uint64_t)job->reader : job->chunks;
+		uint64_t own = job->reader >= 0 ? j * readers + (uint64_t)job->reader : blocks;
 
 		for (int r = 0; r < job->readers; r++) {
-			uint64_t c = j * readers + (uint64_t)r;
+			uint64_t bk = j * readers + (uint64_t)r;
+			uint64_t end = bk < blocks ? pull_block_end(job, bk) * job->chunk : 0;
+			uint64_t bytes =
+			    bk < blocks ? (end < job->size ? end : job->size) - bk * block_bytes
+					: 0;
 			int node = pull_reader_node(job, r);
 
-			counts[node] =
-			    c < job->chunks ? (int)(pull_chunk_len(job, c) / unit_bytes) : 0;
-			displs[node] = (int)((uint64_t)r * (job->chunk / unit_bytes));
+			counts[node] = (int)(bytes / unit_bytes);
+			displs[node] = (int)((uint64_t)r * (block_bytes / unit_bytes));
 		}
-		if (own < job->chunks)
-			pull_wait_ready(job, own, 0);
+		if (own < blocks)
+			pull_wait_ready(job, pull_block_end(job, own) - 1, 0);
 		mpi_rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL,
-					job->payload + j * readers * job->chunk, counts, displs,
+					job->payload + j * readers * block_bytes, counts, displs,
 					unit, comm);
 		if (mpi_rc != MPI_SUCCESS) {
 			rc = pull_mpi_error(mpi_rc, "exchanging the archive", err);
 			goto out_free;
 		}
 		for (int r = 0; r < job->readers; r++) {
-			uint64_t c = j * readers + (uint64_t)r;
+			uint64_t bk = j * readers + (uint64_t)r;
 			uint64_t bytes = (uint64_t)counts[pull_reader_node(job, r)] * unit_bytes;
 
-			if (c >= job->chunks)
+			if (bk >= blocks)
 				break;
-			if (c == own)
+			if (bk == own) {
 				stats->bytes_sent += bytes;
-			else
-				stats->bytes_received += bytes;
-			if (c != own && !(tail && c == job->chunks - 1))
-				pull_mark_ready(job, c);
+				continue;
+			}
+			stats->bytes_received += bytes;
+			for (uint64_t c = bk * job->group; c < pull_block_end(job, bk); c++)
+				if (!(tail && c == job->chunks - 1))
+					pull_mark_ready(job, c);
 		}
 	}
 	if (tail && job->chunks) {
@@ -808,6 +829,13 @@ static int pull_job_init(struct pull_job *job, const struct pull_world *world, c
 	job->reader = pull_node_reader(job, job->node);
 	job->chunk = pull_chunk_bytes(job->size, job->nodes, options->chunk_bytes);
 	job->chunks = (job->size + job->chunk - 1) / job->chunk;
+	/*
+	 * Readers read blocks of at least PULL_READ_BLOCK bytes (whole chunks)
+	 * round-robin: long sequential runs for the file system (its read-ahead
+	 * fetches little past a reader's own bytes), however small the chunks
+	 * of the exchange.
+	 */
+	job->group = job->chunk < PULL_READ_BLOCK ? PULL_READ_BLOCK / job->chunk : 1;
 	job->archive = archive;
 	job->fd = -1;
 	job->file_offset = stats->payload_offset;
@@ -853,9 +881,10 @@ int pull_payload(const struct pull_world *world, const char *archive,
 	stats->exchange = (int32_t)options->exchange;
 	stats->chunk_bytes = job.chunk;
 	stats->chunk_count = job.chunks;
-	for (uint64_t c = (uint64_t)(job.reader >= 0 ? job.reader : 0);
-	     job.reader >= 0 && c < job.chunks; c += (uint64_t)job.readers)
-		stats->share_bytes += pull_chunk_len(&job, c);
+	stats->read_block_bytes = job.group * job.chunk;
+	for (uint64_t c = 0; job.reader >= 0 && c < job.chunks; c++)
+		if (pull_owner(&job, c) == job.node)
+			stats->share_bytes += pull_chunk_len(&job, c);
 	/* A reader with no chunk (a payload smaller than R chunks) opens nothing. */
 	if (rc == 0 && stats->share_bytes)
 		rc = pull_open_archive(&job, stats->archive_size, err);

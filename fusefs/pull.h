@@ -8,8 +8,9 @@
  * archive file and the exchange delivers it to every leader.
  *
  * The payload is cut into chunks (64 KiB to 16 MiB, by payload size and node
- * count); reader r reads chunks r, r + R, r + 2R, ... (each byte of the file
- * is read once per job, and the bytes become available in payload order),
+ * count), read in blocks of 4 MiB or more: reader r reads blocks r, r + R,
+ * r + 2R, ... (each byte of the file is read once per job, in long runs, and
+ * the bytes become available about in payload order),
  * with plain pread(2) at the payload's offset in the file (no MPI-IO: its
  * open costs every reader metadata operations and, with Open MPI, lock files
  * beside the archive), in a thread of its own, straight into the final image
@@ -105,13 +106,14 @@ struct pull_stats {
 	uint64_t payload_offset; /* of payload byte 0 in the archive file */
 	uint64_t chunk_bytes;	 /* payload chunk size */
 	uint64_t chunk_count;
-	uint64_t share_bytes;	  /* payload bytes of this node's chunks (0: not a reader) */
-	uint64_t file_bytes_read; /* bytes read from the archive file (metadata + payload) */
-	uint64_t bytes_sent;	  /* payload bytes this node sent in the exchange */
-	uint64_t bytes_received;  /* payload bytes this node received */
-	uint64_t payload_digest;  /* XXH3-64 computed while the payload arrived */
-	uint32_t payload_hashed;  /* 1 when payload_digest is set */
-	uint32_t threads;	  /* 1 when reading and checksumming ran in threads */
+	uint64_t read_block_bytes; /* readers read blocks of this size, round-robin */
+	uint64_t share_bytes;	   /* payload bytes of this node's chunks (0: not a reader) */
+	uint64_t file_bytes_read;  /* bytes read from the archive file (metadata + payload) */
+	uint64_t bytes_sent;	   /* payload bytes this node sent in the exchange */
+	uint64_t bytes_received;   /* payload bytes this node received */
+	uint64_t payload_digest;   /* XXH3-64 computed while the payload arrived */
+	uint32_t payload_hashed;   /* 1 when payload_digest is set */
+	uint32_t threads;	   /* 1 when reading and checksumming ran in threads */
 	double metadata_seconds;
 	/* From the start of the payload pull (the stages overlap): */
 	double read_seconds;	 /* until this node's last chunk was read */

@@ -1,12 +1,13 @@
 #!/bin/bash
 # The payload pull at 1 to 5 ranks as nodes, with both exchanges (--exchange=ring and
 # allgatherv) and --readers 1, 2 and the default 8 (more than the nodes), on three
-# archives: an odd-sized payload of 8 chunks (1 MiB chunks, the last one partial), a
-# payload smaller than one chunk, and an empty payload. For every run:
+# archives: an odd-sized payload of 41 chunks of 512 KiB (the last one partial) in 6
+# read blocks of 4 MiB, a payload smaller than one chunk, and an empty payload. For
+# every run:
 #  - every node's mount equals the source (diff -r);
-#  - exactly R = min(N, readers) nodes read the archive, reader r being node
-#    floor(r * N / R), each reading exactly its share (chunk c belongs to reader
-#    c mod R; node 0 reads the metadata too), the others read nothing;
+#  - R = min(N, readers) nodes are readers, reader r being node floor(r * N / R),
+#    each reading exactly its share (block b, and so its chunks, belongs to reader
+#    b mod R; node 0 reads the metadata too); the others read nothing;
 #  - every node receives the bytes it did not read itself, and no more.
 # Then, under strace, the nodes that are not readers never open the archive; a
 # daemon started by a rank bound to one core serves on every CPU; and invalid
@@ -16,11 +17,12 @@ need_fuse
 command -v mpirun >/dev/null || skip "mpirun is missing (apt-get install openmpi-bin)"
 
 MIB=1048576
-# odd: 8 chunks of 1 MiB, the last one 12,345 bytes; small: 3 files, a few KiB;
+CHUNK=$((512 * 1024))
+# odd: 20 MiB and 12,350 bytes (41 chunks, 6 blocks); small: 3 files, a few KiB;
 # empty: only empty files, a directory and a symlink.
 mkdir -p "$WORK/odd/d" "$WORK/small/d" "$WORK/empty/d"
-head -c $((5 * MIB)) /dev/urandom >"$WORK/odd/d/five"
-head -c $((2 * MIB + 12345)) /dev/urandom >"$WORK/odd/two"
+head -c $((13 * MIB)) /dev/urandom >"$WORK/odd/d/thirteen"
+head -c $((7 * MIB + 12345)) /dev/urandom >"$WORK/odd/seven"
 echo tiny >"$WORK/odd/tiny"
 printf 'small %s\n' 1 2 3 >"$WORK/small/a"
 head -c 3001 /dev/urandom >"$WORK/small/d/b"
@@ -41,11 +43,11 @@ at_exit unmount_all "${mnts[@]}"
 
 # check_run TREE N EXCHANGE READERS: pull TREE's archive with N ranks as nodes and check it.
 check_run() {
-	local tree=$1 n=$2 exchange=$3 readers=$4 opt=() what payload chunks eff r node c len
+	local tree=$1 n=$2 exchange=$3 readers=$4 opt=() what payload chunks eff r node c len block
 	local -a share reader_of
 	what="$tree, $n node(s), $exchange, --readers=${readers:-default}"
 	[ -z "$readers" ] || opt=(--readers="$readers")
-	mpirun -np "$n" "$PYFS_MOUNT" -v --ranks-as-nodes --exchange="$exchange" --chunk=1024 "${opt[@]}" \
+	mpirun -np "$n" "$PYFS_MOUNT" -v --ranks-as-nodes --exchange="$exchange" --chunk=$((CHUNK / 1024)) "${opt[@]}" \
 		"$WORK/$tree.h5" "$WORK/mnt%r" >"$WORK/out" 2>"$WORK/err" ||
 		fail "$what: mpirun pyfs-mount failed: $(head -c 600 "$WORK/err")"
 	for ((node = 0; node < n; node++)); do
@@ -56,9 +58,13 @@ check_run() {
 	# The expected shares, from the payload size alone.
 	payload=$(sed -nE 's/.*all nodes read [0-9]+ bytes of the archive file for a ([0-9]+)-byte payload.*/\1/p' "$WORK/err")
 	[ -n "$payload" ] || fail "$what: no total in the report: $(cat "$WORK/err")"
+	block=$(sed -nE 's/.* chunk\(s\) of [0-9]+ KiB \(blocks of ([0-9]+) KiB\).*/\1/p' "$WORK/err")
+	[ -n "$block" ] || fail "$what: no block size in the report: $(cat "$WORK/err")"
+	block=$((block * 1024))
+	[ "$block" -ge $((4 * MIB)) ] && [ $((block % CHUNK)) -eq 0 ] || fail "$what: blocks of $block bytes"
 	eff=${readers:-8}
 	[ "$eff" -le "$n" ] || eff=$n
-	chunks=$(((payload + MIB - 1) / MIB))
+	chunks=$(((payload + CHUNK - 1) / CHUNK))
 	for ((node = 0; node < n; node++)); do
 		share[node]=0
 		reader_of[node]=-1
@@ -67,8 +73,8 @@ check_run() {
 		reader_of[r * n / eff]=$r
 	done
 	for ((c = 0; c < chunks; c++)); do
-		len=$((payload - c * MIB < MIB ? payload - c * MIB : MIB))
-		node=$(((c % eff) * n / eff))
+		len=$((payload - c * CHUNK < CHUNK ? payload - c * CHUNK : CHUNK))
+		node=$(((c * CHUNK / block % eff) * n / eff))
 		share[node]=$((share[node] + len))
 	done
 
