@@ -3,9 +3,9 @@
  *
  * The reader opens an archive, refuses anything that is not a pyfs archive of
  * a known version, and reads its parts into pyfs_buffer_alloc() buffers. The
- * daemon's MPI pull reads the metadata with it on rank 0 and fetches the
- * payload itself with collective MPI-IO; tools load everything with
- * pyfs_archive_load().
+ * daemon's MPI pull reads the metadata with it on rank 0 and has its reader
+ * nodes fetch the payload themselves at pyfs_archive_payload_file_offset();
+ * tools load everything with pyfs_archive_load().
  *
  * The writer creates the four datasets of pyfs_format.h. The payload dataset
  * is allocated at creation (contiguous, 1 MiB-aligned, never filled), so the

@@ -675,8 +675,13 @@ static void image_path(const struct pyfs_image *image, uint32_t index, char *buf
 
 int pyfs_image_verify_payload(const struct pyfs_image *image, struct pyfs_err *err)
 {
-	uint64_t computed = XXH3_64bits(image->parts.payload, image->parts.payload_size);
+	return pyfs_image_verify_payload_digest(
+	    image, XXH3_64bits(image->parts.payload, image->parts.payload_size), err);
+}
 
+int pyfs_image_verify_payload_digest(const struct pyfs_image *image, uint64_t computed,
+				     struct pyfs_err *err)
+{
 	if (computed != image->parts.payload_checksum) {
 		pyfs_err_set(err,
 			     "payload checksum mismatch (stored 0x%016" PRIx64
@@ -884,4 +889,33 @@ const uint8_t *pyfs_image_payload(const struct pyfs_image *image, uint64_t *size
 {
 	*size = image->parts.payload_size;
 	return image->parts.payload;
+}
+
+struct pyfs_checksum {
+	XXH3_state_t state;
+};
+
+struct pyfs_checksum *pyfs_checksum_create(void)
+{
+	struct pyfs_checksum *sum = aligned_alloc(64, sizeof(*sum));
+
+	if (sum)
+		XXH3_64bits_reset(&sum->state);
+	return sum;
+}
+
+void pyfs_checksum_update(struct pyfs_checksum *sum, const void *data, uint64_t size)
+{
+	if (size)
+		XXH3_64bits_update(&sum->state, data, (size_t)size);
+}
+
+uint64_t pyfs_checksum_digest(const struct pyfs_checksum *sum)
+{
+	return XXH3_64bits_digest(&sum->state);
+}
+
+void pyfs_checksum_destroy(struct pyfs_checksum *sum)
+{
+	free(sum);
 }

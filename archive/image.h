@@ -172,4 +172,24 @@ uint64_t pyfs_metadata_checksum(const struct pyfs_inode *inodes, uint64_t inode_
 				const struct pyfs_dirent *dirents, uint64_t dirent_count,
 				const uint8_t *names, uint64_t names_size);
 
+/*
+ * The payload checksum (XXH3-64, seed 0) computed piece by piece, in order:
+ * update with consecutive pieces gives the digest of their concatenation.
+ * For a pull that checks the bytes that have arrived while the rest still
+ * arrives. create returns NULL without memory.
+ */
+struct pyfs_checksum;
+
+struct pyfs_checksum *pyfs_checksum_create(void);
+void pyfs_checksum_update(struct pyfs_checksum *sum, const void *data, uint64_t size);
+uint64_t pyfs_checksum_digest(const struct pyfs_checksum *sum);
+void pyfs_checksum_destroy(struct pyfs_checksum *sum);
+
+/*
+ * pyfs_image_verify_payload() with the checksum of the payload already
+ * computed by the caller (e.g. with pyfs_checksum_* while it arrived).
+ */
+int pyfs_image_verify_payload_digest(const struct pyfs_image *image, uint64_t computed,
+				     struct pyfs_err *err);
+
 #endif /* PYFS_IMAGE_H */

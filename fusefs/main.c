@@ -20,6 +20,7 @@
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -49,6 +50,9 @@ enum {
 	OPT_READY_FILE,
 	OPT_TIMEOUT,
 	OPT_STATS,
+	OPT_EXCHANGE,
+	OPT_READERS,
+	OPT_CHUNK,
 };
 
 /* --timeout default: ample for a pull of many GiB, short of a job's walltime. */
@@ -88,7 +92,8 @@ static void mount_usage(FILE *out)
 	    "Usage: " MOUNT_PROGRAM " [OPTIONS] ARCHIVE MOUNTPOINT\n"
 	    "\n"
 	    "Pull the pyfs archive ARCHIVE into the memory of every node of an MPI job,\n"
-	    "reading each byte of the shared file once (collective MPI-IO), and serve it\n"
+	    "reading each byte of the shared file once (a few reader nodes read it, the\n"
+	    "others get it over MPI; nothing is written beside it), and serve it\n"
 	    "read-only at MOUNTPOINT through FUSE. Run one process per node:\n"
 	    "  mpirun --map-by ppr:1:node " MOUNT_PROGRAM " env.h5 /pyenv\n"
 	    "  srun --ntasks-per-node=1 " MOUNT_PROGRAM " env.h5 /pyenv\n"
@@ -100,7 +105,7 @@ static void mount_usage(FILE *out)
 	    "                         ready and a daemon serves it in the background\n"
 	    "      --ranks-as-nodes   every MPI rank acts as its own node (to test several\n"
 	    "                         nodes on one machine)\n"
-	    "      --no-verify        skip the payload checksum after the pull\n"
+	    "      --no-verify        skip the payload checksum (computed during the pull)\n"
 	    "      --ready-file=PATH  once mounted, write the serving PID to PATH (atomically;\n"
 	    "                         removed at unmount): a readiness signal with -f\n"
 	    "      --timeout=SECONDS  give up when the pull has not finished after SECONDS\n"
@@ -108,14 +113,25 @@ static void mount_usage(FILE *out)
 	    "                         rank still waiting exits 1 with one line (default 600,\n"
 	    "                         0 waits forever)\n"
 	    "      --stats MOUNTPOINT print the counters of the pyfs mount at MOUNTPOINT\n"
+	    "      --readers=R        at most R nodes read the archive file, each 1/R of\n"
+	    "                         it; the others get it from them (default %d)\n"
 	    "  -o OPT[,OPT...]        mount options, see below\n"
-	    "  -v, --verbose          rank 0 reports sizes, timings, bandwidth, bytes read per\n"
-	    "                         node and memory; twice for debug messages\n"
+	    "  -v, --verbose          rank 0 reports sizes, the time of each stage, bytes read\n"
+	    "                         and exchanged per node, and memory; twice for debug\n"
+	    "                         messages\n"
 	    "  -q, --quiet            print errors only\n"
 	    "  -h, --help             print this help and libfuse's options\n"
 	    "  -V, --version          print the versions of pyfs-mount and its libraries\n"
 	    "\n"
 	    "In MOUNTPOINT and PATH, %%r is the MPI rank, %%n the node index, %%%% a '%%'.\n"
+	    "\n"
+	    "Advanced pull options (for measurements):\n"
+	    "      --exchange=METHOD  how nodes pass the payload on: ring (default; a\n"
+	    "                         pipelined ring of point-to-point transfers) or\n"
+	    "                         allgatherv (rounds of MPI_Allgatherv in place)\n"
+	    "      --chunk=KIB        payload chunk size in KiB, a power of two from %d to\n"
+	    "                         %d (default: up to %d, from the payload size and\n"
+	    "                         the node count)\n"
 	    "\n"
 	    "pyfs -o options:\n"
 	    "  timeout=SECONDS        kernel cache time of entries, attributes and misses\n"
@@ -146,7 +162,8 @@ static void mount_usage(FILE *out)
 	    "Exit status: 0 mounted (with -f: unmounted cleanly), 1 failure, 2 usage error.\n"
 	    "Up to the pull and its checks every rank fails together, with the same error,\n"
 	    "and nothing is mounted anywhere; the mount itself (after MPI ends) is per\n"
-	    "node: a node where it fails exits 1 while the others serve.\n");
+	    "node: a node where it fails exits 1 while the others serve.\n",
+	    PULL_READERS_DEFAULT, PULL_CHUNK_MIN_KIB, PULL_CHUNK_MAX_KIB, PULL_CHUNK_AUTO_MAX_KIB);
 }
 
 static void mount_version(void)
@@ -270,6 +287,22 @@ static int mount_parse_fuse_options(struct mount_config *config, struct pyfs_err
 	return rc < 0 ? -EINVAL : 0;
 }
 
+/* A whole number from 1 to max, in decimal: 0 or -EINVAL. */
+static int mount_parse_count(const char *text, uint64_t max, uint64_t *out)
+{
+	char *end = NULL;
+	unsigned long long value;
+
+	if (text[0] < '0' || text[0] > '9')
+		return -EINVAL;
+	errno = 0;
+	value = strtoull(text, &end, 10);
+	if (errno || *end || value < 1 || value > max)
+		return -EINVAL;
+	*out = value;
+	return 0;
+}
+
 /*
  * --stats: the counters of the live mount at path, asked with one ioctl on
  * its root (answered by the daemon; nothing else pays for it).
@@ -316,6 +349,9 @@ static int mount_parse(int argc, char **argv, struct mount_config *config)
 	    {"ready-file", required_argument, NULL, OPT_READY_FILE},
 	    {"timeout", required_argument, NULL, OPT_TIMEOUT},
 	    {"stats", no_argument, NULL, OPT_STATS},
+	    {"exchange", required_argument, NULL, OPT_EXCHANGE},
+	    {"readers", required_argument, NULL, OPT_READERS},
+	    {"chunk", required_argument, NULL, OPT_CHUNK},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"help", no_argument, NULL, 'h'},
@@ -323,6 +359,7 @@ static int mount_parse(int argc, char **argv, struct mount_config *config)
 	    {NULL, 0, NULL, 0},
 	};
 	struct pyfs_err err = {{0}};
+	uint64_t number;
 	int verbose = 0, quiet = 0, c;
 	bool stats = false;
 
@@ -354,6 +391,33 @@ static int mount_parse(int argc, char **argv, struct mount_config *config)
 		}
 		case OPT_STATS:
 			stats = true;
+			break;
+		case OPT_EXCHANGE:
+			if (strcmp(optarg, "ring") == 0)
+				config->exchange = PULL_EXCHANGE_RING;
+			else if (strcmp(optarg, "allgatherv") == 0)
+				config->exchange = PULL_EXCHANGE_ALLGATHERV;
+			else
+				return mount_usage_error(
+				    "invalid --exchange '%s': expected ring or "
+				    "allgatherv",
+				    optarg);
+			break;
+		case OPT_READERS:
+			if (mount_parse_count(optarg, INT_MAX, &number) < 0)
+				return mount_usage_error("invalid --readers '%s': expected a whole "
+							 "number from 1",
+							 optarg);
+			config->readers = (int)number;
+			break;
+		case OPT_CHUNK:
+			if (mount_parse_count(optarg, PULL_CHUNK_MAX_KIB, &number) < 0 ||
+			    number < PULL_CHUNK_MIN_KIB || (number & (number - 1)))
+				return mount_usage_error(
+				    "invalid --chunk '%s': expected KiB, a power "
+				    "of two from %d to %d",
+				    optarg, PULL_CHUNK_MIN_KIB, PULL_CHUNK_MAX_KIB);
+			config->chunk_bytes = number * 1024;
 			break;
 		case 'o':
 			if (fuse_opt_add_arg(&config->args, "-o") < 0 ||
@@ -413,6 +477,7 @@ struct mount_state {
 	struct pyfs_image_parts parts;
 	struct pyfs_image *image;
 	struct pull_stats stats;
+	int origin; /* world rank where a pull step failed; -1: this one, or none */
 	double verify_seconds;
 	struct mount_lock lock; /* of the mountpoint, from step 1c until the mount is up */
 	struct mount_loop loop; /* the serving threads' stacks and buffers, from step 2b */
@@ -421,14 +486,17 @@ struct mount_state {
 /*
  * The agreement after a step, on all ranks: true when the step failed
  * somewhere. Rank 0 prints the error once, under the prefix of the rank
- * where it happened.
+ * where it happened (state->origin, when the step's own agreement among the
+ * leaders found it; then reset).
  */
 static bool mount_failed(struct mount_state *state, int rc, struct pyfs_err *err)
 {
-	int failed = state->world.rank;
+	int origin = rc < 0 && state->origin >= 0 ? state->origin : state->world.rank;
+	int failed = origin;
 	char prefix[64];
 
-	rc = pull_agree(MPI_COMM_WORLD, state->world.rank, rc, err, &failed);
+	state->origin = -1;
+	rc = pull_agree(MPI_COMM_WORLD, origin, rc, err, &failed);
 	if (rc == 0)
 		return false;
 	if (state->world.rank == 0) {
@@ -598,7 +666,11 @@ static int mount_make_image(const struct mount_config *config, struct mount_stat
 	double start = pyfs_now();
 	int rc = pyfs_image_create(&state->parts, &state->image, err);
 
-	if (rc == 0 && config->verify)
+	/* The pull checksummed the payload while it arrived; else do it now. */
+	if (rc == 0 && config->verify && state->stats.payload_hashed)
+		rc = pyfs_image_verify_payload_digest(state->image, state->stats.payload_digest,
+						      err);
+	else if (rc == 0 && config->verify)
 		rc = pyfs_image_verify_payload(state->image, err);
 	if (rc == 0 && !config->verify)
 		pyfs_debug("payload checksum not verified (--no-verify)");
@@ -619,14 +691,35 @@ static uint64_t mount_rss_bytes(void)
 	return pull_proc_value("/proc/self/status", "VmRSS:") * 1024;
 }
 
-/* --verbose, leaders (collectively): rank 0 reports the pull of every node. */
+/* --verbose, rank 0: one line per node (what it read, moved, and when it was done). */
+static void mount_report_node(int index, const struct pull_stats *n)
+{
+	char role[48] = "not a reader";
+
+	if (n->reader >= 0)
+		snprintf(role, sizeof(role), "reader %d of %d", (int)n->reader, (int)n->readers);
+	pyfs_info("node %d (rank %d): read %" PRIu64 " bytes of the archive file for a %" PRIu64
+		  "-byte share of the payload (%s); %s %" PRIu64 ", received %" PRIu64
+		  " bytes; read %.3f s, all here %.3f s, checksum %.3f s, done %.3f s",
+		  index, (int)n->rank, n->file_bytes_read, n->share_bytes, role,
+		  n->exchange == PULL_EXCHANGE_ALLGATHERV ? "contributed" : "sent", n->bytes_sent,
+		  n->bytes_received, n->read_seconds, n->exchange_seconds, n->hash_seconds,
+		  n->payload_seconds);
+}
+
+/*
+ * --verbose, leaders (collectively): rank 0 reports the pull of every node.
+ * The payload stages overlap: read and exchange are both counted from the
+ * start of the payload pull, and the checksum runs while chunks arrive; what
+ * is left after the last byte is in (and validation) is "validate+verify".
+ */
 static void mount_report(const struct mount_config *config, struct mount_state *state)
 {
 	const struct pull_stats *s = &state->stats;
 	struct pull_stats *all;
 	struct pyfs_err err = {{0}};
-	uint64_t total = 0;
-	double pull;
+	uint64_t total = 0, moved = 0;
+	double pull, read = 0.0, arrived = 0.0, payload = 0.0, hash = 0.0, after = 0.0;
 	int failed;
 
 	if (!config->verbose)
@@ -640,27 +733,52 @@ static void mount_report(const struct mount_config *config, struct mount_state *
 	}
 	if (state->world.rank != 0)
 		goto out_free;
-	pull = s->metadata_seconds + s->read_seconds + s->gather_seconds;
+	/* The slowest node of each stage: that is what the job waits for. */
+	for (int i = 0; i < state->world.node_count; i++) {
+		const struct pull_stats *n = &all[i];
+
+		read = n->read_seconds > read ? n->read_seconds : read;
+		arrived = n->exchange_seconds > arrived ? n->exchange_seconds : arrived;
+		payload = n->payload_seconds > payload ? n->payload_seconds : payload;
+		hash = n->hash_seconds > hash ? n->hash_seconds : hash;
+		if (n->payload_seconds - n->exchange_seconds > after)
+			after = n->payload_seconds - n->exchange_seconds;
+		moved += n->bytes_received;
+	}
+	pull = s->metadata_seconds + payload + state->verify_seconds;
 	pyfs_info("archive '%s': %.1f MiB file, %.1f MiB payload, %" PRIu32 " inodes; "
 		  "%d node(s) of %d rank(s)",
 		  config->archive, MIB(s->archive_size), MIB(s->payload_size),
 		  pyfs_image_inode_count(state->image), state->world.node_count, state->world.size);
-	pyfs_info("pull %.3f s (%.0f MiB/s): metadata %.3f s, read %.3f s in %" PRIu32
-		  " round(s) of slices of %.1f MiB (%s), exchange %.3f s; %s %.3f s",
-		  pull, pull > 0 ? MIB(s->payload_size) / pull : 0.0, s->metadata_seconds,
-		  s->read_seconds, s->rounds, MIB(all[0].slice_size),
-		  s->collective ? "HDF5 collective" : "HDF5 NOT collective", s->gather_seconds,
-		  config->verify ? "validate+verify" : "validate", state->verify_seconds);
+	pyfs_info("pull %.3f s (%.0f MiB/s): metadata %.3f s, read %.3f s by %d reader(s) in "
+		  "%" PRIu64 " chunk(s) of %.0f KiB (blocks of %.0f KiB)%s, %s exchange %.3f s; "
+		  "validate+verify %.3f s",
+		  pull, pull > 0 ? MIB(s->payload_size) / pull : 0.0, s->metadata_seconds, read,
+		  (int)s->readers, s->chunk_count, (double)s->chunk_bytes / 1024.0,
+		  (double)s->read_block_bytes / 1024.0,
+		  s->threads ? "" : " (no threads: stages in sequence)",
+		  pull_exchange_name((enum pull_exchange)s->exchange), arrived,
+		  after + state->verify_seconds);
+	pyfs_info("overlap: payload done in %.3f s; the last byte was here %.3f s after the "
+		  "last read ended; checksum %.3f s, %.3f s of it after the last byte (%.0f%% "
+		  "hidden)%s",
+		  payload, arrived - read, hash, after,
+		  hash > 0 ? 100.0 * (1.0 - after / hash) : 0.0,
+		  config->verify ? "" : " (--no-verify)");
 	for (int i = 0; i < state->world.node_count; i++) {
-		pyfs_info("node %d (rank %d): read %" PRIu64 " bytes of the archive file for a "
-			  "%" PRIu64 "-byte payload slice",
-			  i, (int)all[i].rank, all[i].file_bytes_read, all[i].slice_size);
+		mount_report_node(i, &all[i]);
 		total += all[i].file_bytes_read;
 	}
 	pyfs_info("all nodes read %" PRIu64 " bytes of the archive file for a %" PRIu64
 		  "-byte payload: %.3fx the payload",
 		  total, s->payload_size,
 		  s->payload_size ? (double)total / (double)s->payload_size : 0.0);
+	pyfs_info("exchange: %" PRIu64 " bytes received over all nodes, %.3fx the payload per "
+		  "node (each node receives what it did not read itself)",
+		  moved,
+		  s->payload_size
+		      ? (double)moved / (double)s->payload_size / (double)state->world.node_count
+		      : 0.0);
 	pyfs_info("RSS %.1f MiB for a %.1f MiB payload", MIB(mount_rss_bytes()),
 		  MIB(s->payload_size));
 out_free:
@@ -680,22 +798,41 @@ static void mount_state_free(struct mount_state *state)
 		pyfs_image_parts_free(&state->parts);
 }
 
+/*
+ * Let the serving process run on any CPU this process may use: mpirun binds a
+ * rank to one core when it starts two or fewer, and the daemon serves every
+ * process of its node. The kernel keeps it inside the job's cpuset.
+ */
+static void mount_unbind_cpus(void)
+{
+	cpu_set_t cpus;
+
+	memset(&cpus, 0xff, sizeof(cpus));
+	if (sched_setaffinity(0, sizeof(cpus), &cpus) < 0)
+		pyfs_debug("cannot widen the CPU affinity: %s", strerror(errno));
+}
+
 /* The whole run, from MPI_Init to the end of serving. Returns an exit status. */
 static int mount_run(struct mount_config *config)
 {
 	struct mount_state state;
 	struct pyfs_err err = {{0}};
 	char prefix[64];
-	int rc = 0, status = MOUNT_EXIT_FAILURE;
+	struct pull_options pull = {(enum pull_exchange)config->exchange, config->readers,
+				    config->chunk_bytes, config->verify, false};
+	int rc = 0, status = MOUNT_EXIT_FAILURE, threads = MPI_THREAD_SINGLE;
 	bool leader = false;
 
 	memset(&state, 0, sizeof(state));
+	state.origin = -1;
 	mount_arm_watchdog(config);
 	state.lock.fd = -1;
-	if (MPI_Init(NULL, NULL) != MPI_SUCCESS) {
+	/* Threads read and checksum during the pull; only this one calls MPI. */
+	if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &threads) != MPI_SUCCESS) {
 		pyfs_error("cannot initialize MPI");
 		return MOUNT_EXIT_FAILURE;
 	}
+	pull.threads = threads >= MPI_THREAD_FUNNELED;
 	mount_interrupt_speaker(mount_first_rank());
 	mount_interrupt_init(&state.lock);
 	H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
@@ -727,7 +864,8 @@ static int mount_run(struct mount_config *config)
 		goto out_finalize;
 
 	if (leader)
-		rc = pull_metadata(&state.world, config->archive, &state.parts, &state.stats, &err);
+		rc = pull_metadata(&state.world, config->archive, &state.parts, &state.stats,
+				   &state.origin, &err);
 	if (mount_failed(&state, rc, &err))
 		goto out_finalize;
 	if (leader)
@@ -735,7 +873,8 @@ static int mount_run(struct mount_config *config)
 	if (mount_failed(&state, rc, &err))
 		goto out_finalize;
 	if (leader)
-		rc = pull_payload(&state.world, config->archive, &state.parts, &state.stats, &err);
+		rc = pull_payload(&state.world, config->archive, &pull, &state.parts, &state.stats,
+				  &state.origin, &err);
 	if (mount_failed(&state, rc, &err))
 		goto out_finalize;
 	if (leader)
@@ -753,6 +892,7 @@ out_finalize:
 	watchdog_disarm();
 	if (status == MOUNT_EXIT_OK && leader) {
 		pyfs_image_keep_on_fork(state.image);
+		mount_unbind_cpus();
 		status =
 		    mount_serve(config, state.se, state.mountpoint,
 				config->ready_file ? state.ready_file : NULL,
@@ -773,6 +913,8 @@ int main(int argc, char **argv)
 	memset(&config, 0, sizeof(config));
 	config.verify = true;
 	config.timeout = MOUNT_DEFAULT_TIMEOUT;
+	config.exchange = PULL_EXCHANGE_RING;
+	config.readers = PULL_READERS_DEFAULT;
 	ops_options_default(&config.ops);
 	pyfs_log_set_prefix(MOUNT_PROGRAM);
 	mount_fuse_log_init();

@@ -42,6 +42,9 @@ struct mount_config {
 	int nonempty;			       /* -o nonempty: mount over a non-empty directory */
 	unsigned int max_threads;	       /* -o max_threads=N; 0: libfuse's default */
 	unsigned int timeout; /* --timeout: seconds the MPI part may take; 0: no limit */
+	int exchange;	      /* --exchange: enum pull_exchange */
+	int readers;	      /* --readers */
+	uint64_t chunk_bytes; /* --chunk; 0: automatic */
 };
 
 /* ---- mountpoint.c ---- */

@@ -1,20 +1,26 @@
 /*
- * pull.c - the MPI pull: node discovery, agreement, metadata broadcast,
- * collective parallel-HDF5 read of one payload slice per node, exchange of
- * the slices. See pull.h for the protocol; every buffer here is the final
- * image buffer, so the payload is never copied in user space.
+ * pull.c - the MPI pull: node discovery, agreement, metadata broadcast, then
+ * the payload: reader threads pread their chunks, the main thread exchanges
+ * them (ring or Allgatherv), a checksum thread follows what has arrived. See
+ * pull.h for the protocol; every buffer here is the final image buffer, so
+ * the payload is never copied in user space.
  */
 #include "pull.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
-
-#include <hdf5.h>
 
 #include "archive_io.h"
 #include "pyfs_format.h"
@@ -40,6 +46,7 @@ struct pull_header {
 	uint64_t payload_checksum;
 	uint64_t metadata_checksum;
 	uint64_t archive_size;
+	uint64_t payload_offset; /* of payload byte 0 in the file */
 };
 
 uint64_t pull_proc_value(const char *path, const char *key)
@@ -74,30 +81,6 @@ static int pull_mpi_error(int mpi_rc, const char *what, struct pyfs_err *err)
 	if (MPI_Error_string(mpi_rc, text, &len) != MPI_SUCCESS)
 		snprintf(text, sizeof(text), "MPI error %d", mpi_rc);
 	pyfs_err_set(err, "%s failed: %s", what, text);
-	return -EIO;
-}
-
-static herr_t pull_h5_walk(unsigned int n, const H5E_error2_t *desc, void *data)
-{
-	const char **deepest = data;
-
-	(void)n;
-	if (desc->desc && desc->desc[0])
-		*deepest = desc->desc;
-	return 0;
-}
-
-/*
- * The one mapping of an HDF5 error into ours: the innermost message of the
- * error stack (the most specific one, e.g. "truncated file: eof = ..."), -EIO.
- */
-static int pull_h5_error(const char *what, const char *archive, struct pyfs_err *err)
-{
-	const char *deepest = NULL;
-
-	H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, pull_h5_walk, &deepest);
-	pyfs_err_set(err, "cannot %s '%s': %s", what, archive, deepest ? deepest : "HDF5 error");
-	H5Eclear2(H5E_DEFAULT);
 	return -EIO;
 }
 
@@ -218,12 +201,10 @@ static void pull_read_metadata(const char *archive, struct pyfs_image_parts *par
 	rc = pyfs_archive_open(archive, &a, err);
 	if (rc == 0)
 		rc = pyfs_archive_read_metadata(a, parts, err);
-	if (a)
-		pyfs_archive_close(a);
 	h->rc = rc;
 	if (rc < 0) {
 		memcpy(h->msg, err->msg, sizeof(h->msg));
-		return;
+		goto out_close;
 	}
 	h->inode_count = parts->inode_count;
 	h->dirent_count = parts->dirent_count;
@@ -232,6 +213,10 @@ static void pull_read_metadata(const char *archive, struct pyfs_image_parts *par
 	h->payload_checksum = parts->payload_checksum;
 	h->metadata_checksum = parts->metadata_checksum;
 	h->archive_size = stat(archive, &st) == 0 ? (uint64_t)st.st_size : 0;
+	h->payload_offset = pyfs_archive_payload_file_offset(a);
+out_close:
+	if (a)
+		pyfs_archive_close(a);
 }
 
 /* Allocate what parts still lacks for the sizes in h (the payload on every leader). */
@@ -261,11 +246,12 @@ static int pull_alloc_parts(const struct pull_header *h, struct pyfs_image_parts
 }
 
 int pull_metadata(const struct pull_world *world, const char *archive,
-		  struct pyfs_image_parts *parts, struct pull_stats *stats, struct pyfs_err *err)
+		  struct pyfs_image_parts *parts, struct pull_stats *stats, int *failed_rank,
+		  struct pyfs_err *err)
 {
 	struct pull_header h;
 	double start = pyfs_now();
-	int rc, failed;
+	int rc;
 
 	memset(&h, 0, sizeof(h));
 	memset(parts, 0, sizeof(*parts));
@@ -278,18 +264,22 @@ int pull_metadata(const struct pull_world *world, const char *archive,
 	rc = MPI_Bcast(&h, sizeof(h), MPI_BYTE, 0, world->leaders);
 	if (rc != MPI_SUCCESS) {
 		rc = pull_mpi_error(rc, "broadcasting the archive header", err);
+		*failed_rank = world->rank;
 		goto out_free;
 	}
 	if (h.rc < 0) {
 		h.msg[sizeof(h.msg) - 1] = '\0';
 		pyfs_err_set(err, "%s", h.msg);
 		rc = h.rc;
+		*failed_rank = 0; /* world rank 0 reads the metadata */
 		goto out_free;
 	}
 	stats->archive_size = h.archive_size;
 	stats->payload_size = h.payload_size;
+	stats->payload_offset = h.payload_offset;
 	rc = pull_alloc_parts(&h, parts, archive, err);
-	rc = pull_agree(world->leaders, world->rank, rc, err, &failed);
+	*failed_rank = 0;
+	rc = pull_agree(world->leaders, world->rank, rc, err, failed_rank);
 	if (rc < 0)
 		goto out_free;
 	rc = pull_bcast(parts->inodes, parts->inode_count * sizeof(struct pyfs_inode), 0,
@@ -306,183 +296,643 @@ out_free:
 	return rc;
 }
 
+/* ---- the payload ---- */
+
+/* The Allgatherv exchange counts in units of min(chunk, 1 MiB), which divide every chunk. */
+#define PULL_UNIT_MAX PYFS_PAYLOAD_ALIGNMENT
+
+/* Ring transfers in flight per direction and node. */
+#define PULL_RING_WINDOW 4
+#define PULL_RING_TAG	 0x7079
+
+/* Readers read blocks of at least this many bytes (see pull_job_init). */
+#define PULL_READ_BLOCK (UINT64_C(4) << 20)
+
+/* Longest pause between MPI polls while the ring waits for this node's reader. */
+#define PULL_POLL_USEC 200
+
+_Static_assert(PULL_CHUNK_MAX_KIB *UINT64_C(1024) <= INT_MAX,
+	       "a chunk is one MPI transfer counted in int");
+
+const char *pull_exchange_name(enum pull_exchange exchange)
+{
+	return exchange == PULL_EXCHANGE_ALLGATHERV ? "allgatherv" : "ring";
+}
+
 /*
- * The payload slice of each node: contiguous, whole PYFS_PAYLOAD_ALIGNMENT
- * units (stripe-aligned in the file, since the payload starts on such a
- * boundary), as even as that allows; the last nodes may get less or nothing.
+ * The payload pull of one leader: the plan (the same on every leader) and
+ * what its threads share. Chunk c is bytes [c * chunk, + chunk) of the
+ * payload (the last one shorter); read block b is chunks [b * group, +
+ * group), and reader r reads blocks r, r + readers, r + 2 * readers, ...
+ * A chunk is ready once its bytes are in place, read here or received; ready
+ * flags only go from 0 to 1 (under lock, with a broadcast of cond).
  */
-static uint64_t pull_slice_bytes(uint64_t payload_size, int node_count)
-{
-	uint64_t units = (payload_size + PYFS_PAYLOAD_ALIGNMENT - 1) / PYFS_PAYLOAD_ALIGNMENT;
+struct pull_job {
+	uint8_t *payload;
+	uint64_t size;
+	uint64_t chunk;
+	uint64_t chunks;
+	uint64_t group; /* chunks per read block (see pull_job_init) */
+	int nodes;
+	int readers;
+	int node;   /* this node's index among the leaders */
+	int reader; /* this node's reader index; -1: it does not read */
+	double start;
 
-	return (units + (uint64_t)node_count - 1) / (uint64_t)node_count * PYFS_PAYLOAD_ALIGNMENT;
-}
+	/* Reading, on reader nodes. */
+	const char *archive;
+	int fd;
+	uint64_t file_offset; /* of payload byte 0 */
+	int read_rc;
+	struct pyfs_err read_err;
+	uint64_t read_bytes;
+	double read_end;
 
-static void pull_slice(uint64_t payload_size, int node_count, int node, uint64_t *begin,
-		       uint64_t *end)
-{
-	uint64_t per = pull_slice_bytes(payload_size, node_count);
+	atomic_uchar *ready;
+	atomic_bool abort; /* the exchange failed: readers and checksum stop */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
 
-	*begin = (uint64_t)node * per < payload_size ? (uint64_t)node * per : payload_size;
-	*end = payload_size - *begin < per ? payload_size : *begin + per;
-}
-
-/* The HDF5 objects of one parallel read of the payload dataset. */
-struct pull_h5 {
-	hid_t fapl;
-	hid_t file;
-	hid_t dset;
-	hid_t fspace;
-	hid_t dxpl;
+	struct pyfs_checksum *sum; /* NULL: no checksum */
+	double hash_seconds;
 };
 
 /*
- * Open the payload for collective reads over the leaders. The reads stay one
- * collective H5Dread per round (every leader takes part, metadata is read
- * once and broadcast), but the bytes move with independent MPI-IO reads:
- * two-phase collective buffering would funnel them through aggregators (with
- * Open MPI's OMPIO, one rank read the whole payload), and each node must
- * read exactly its own slice.
+ * Chunk size: as given, or the largest power of two from 64 KiB to
+ * PULL_CHUNK_AUTO_MAX_KIB such that one chunk per node is at most an eighth
+ * of the payload, but not below 1 MiB (whole stripes, reads of 1 MiB or
+ * more) until there are more than P / 8 MiB nodes. Large chunks keep
+ * per-message costs and read calls few; small ones fill the ring's pipeline
+ * sooner (a chunk crosses up to N-1 links: N x chunk / link rate, kept
+ * within an eighth of the payload's own transfer time) and let reading,
+ * exchange and checksum overlap more finely.
  */
-static int pull_h5_open(const struct pull_world *world, const char *archive, uint64_t payload_size,
-			struct pull_h5 *h5, struct pyfs_err *err)
+static uint64_t pull_chunk_bytes(uint64_t size, int nodes, uint64_t chosen)
 {
-	hsize_t dims[1] = {0};
-	hid_t type;
-	bool type_ok;
+	uint64_t chunk = PULL_CHUNK_AUTO_MAX_KIB * UINT64_C(1024);
 
-	h5->fapl = H5Pcreate(H5P_FILE_ACCESS);
-	if (h5->fapl < 0 || H5Pset_fapl_mpio(h5->fapl, world->leaders, MPI_INFO_NULL) < 0 ||
-	    H5Pset_all_coll_metadata_ops(h5->fapl, 1) < 0 ||
-	    H5Pset_file_locking(h5->fapl, 0, 1) < 0)
-		return pull_h5_error("set up parallel access to", archive, err);
-	h5->file = H5Fopen(archive, H5F_ACC_RDONLY, h5->fapl);
-	if (h5->file < 0)
-		return pull_h5_error("open (parallel HDF5)", archive, err);
-	h5->dset = H5Dopen2(h5->file, PYFS_DSET_PAYLOAD, H5P_DEFAULT);
-	if (h5->dset < 0)
-		return pull_h5_error("open the payload of", archive, err);
-	h5->fspace = H5Dget_space(h5->dset);
-	if (h5->fspace < 0 || H5Sget_simple_extent_ndims(h5->fspace) != 1 ||
-	    H5Sget_simple_extent_dims(h5->fspace, dims, NULL) < 0 || dims[0] != payload_size) {
-		pyfs_err_set(err,
-			     "invalid archive '%s': the payload dataset does not hold the "
-			     "%" PRIu64 " bytes the metadata announces",
-			     archive, payload_size);
-		return -EINVAL;
-	}
-	type = H5Dget_type(h5->dset);
-	type_ok = type >= 0 && H5Tequal(type, H5T_STD_U8LE) > 0;
-	if (type >= 0)
-		H5Tclose(type);
-	if (!type_ok) {
-		pyfs_err_set(err, "invalid archive '%s': the payload dataset is not uint8",
-			     archive);
-		return -EINVAL;
-	}
-	h5->dxpl = H5Pcreate(H5P_DATASET_XFER);
-	if (h5->dxpl < 0 || H5Pset_dxpl_mpio(h5->dxpl, H5FD_MPIO_COLLECTIVE) < 0 ||
-	    H5Pset_dxpl_mpio_collective_opt(h5->dxpl, H5FD_MPIO_INDIVIDUAL_IO) < 0)
-		return pull_h5_error("set up collective reads of", archive, err);
-	return 0;
+	if (chosen)
+		return chosen;
+	while (
+	    chunk > PULL_CHUNK_MIN_KIB * UINT64_C(1024) && chunk * 8 * (uint64_t)nodes > size &&
+	    (chunk > PYFS_PAYLOAD_ALIGNMENT || size < PYFS_PAYLOAD_ALIGNMENT * 8 * (uint64_t)nodes))
+		chunk /= 2;
+	return chunk;
 }
 
-static void pull_h5_close(struct pull_h5 *h5)
+/* Readers are spread evenly over the nodes; reader 0 is node 0. */
+static int pull_reader_node(const struct pull_job *job, int reader)
 {
-	H5E_BEGIN_TRY
-	{
-		if (h5->dxpl >= 0)
-			H5Pclose(h5->dxpl);
-		if (h5->fspace >= 0)
-			H5Sclose(h5->fspace);
-		if (h5->dset >= 0)
-			H5Dclose(h5->dset);
-		if (h5->file >= 0)
-			H5Fclose(h5->file);
-		if (h5->fapl >= 0)
-			H5Pclose(h5->fapl);
-	}
-	H5E_END_TRY;
+	return (int)((int64_t)reader * job->nodes / job->readers);
+}
+
+static int pull_node_reader(const struct pull_job *job, int node)
+{
+	int reader = (int)(((int64_t)node * job->readers + job->nodes - 1) / job->nodes);
+
+	return reader < job->readers && pull_reader_node(job, reader) == node ? reader : -1;
+}
+
+/* The node that reads chunk c: its block goes round-robin over the readers. */
+static int pull_owner(const struct pull_job *job, uint64_t c)
+{
+	return pull_reader_node(job, (int)(c / job->group % (uint64_t)job->readers));
+}
+
+/* One past the last chunk of read block b. */
+static uint64_t pull_block_end(const struct pull_job *job, uint64_t b)
+{
+	return (b + 1) * job->group < job->chunks ? (b + 1) * job->group : job->chunks;
+}
+
+static uint64_t pull_chunk_len(const struct pull_job *job, uint64_t c)
+{
+	uint64_t begin = c * job->chunk;
+
+	return job->size - begin < job->chunk ? job->size - begin : job->chunk;
+}
+
+static bool pull_is_ready(struct pull_job *job, uint64_t c)
+{
+	return atomic_load_explicit(&job->ready[c], memory_order_acquire) != 0;
+}
+
+static void pull_mark_ready(struct pull_job *job, uint64_t c)
+{
+	pthread_mutex_lock(&job->lock);
+	atomic_store_explicit(&job->ready[c], 1, memory_order_release);
+	pthread_cond_broadcast(&job->cond);
+	pthread_mutex_unlock(&job->lock);
 }
 
 /*
- * One collective read: [offset, offset + len) of the payload into the same
- * place of buf; len 0 takes part with an empty selection.
+ * Wait until chunk c is ready, for at most usec microseconds (0: no limit):
+ * true once it is, false on timeout or once the pull is aborted.
  */
-static int pull_h5_read(struct pull_h5 *h5, const char *archive, uint8_t *buf, uint64_t offset,
-			uint64_t len, bool *collective, struct pyfs_err *err)
+static bool pull_wait_ready(struct pull_job *job, uint64_t c, long usec)
 {
-	hsize_t start[1] = {offset}, count[1] = {len}, mdims[1] = {len ? len : 1};
-	H5D_mpio_actual_io_mode_t mode = H5D_MPIO_NO_COLLECTIVE;
-	hid_t mspace = H5Screate_simple(1, mdims, NULL);
-	int rc = 0;
+	struct timespec until;
+	bool ready = pull_is_ready(job, c);
 
-	if (mspace < 0)
-		return pull_h5_error("read", archive, err);
-	if (len)
-		rc = H5Sselect_hyperslab(h5->fspace, H5S_SELECT_SET, start, NULL, count, NULL);
-	else
-		rc = H5Sselect_none(h5->fspace) < 0 || H5Sselect_none(mspace) < 0 ? -1 : 0;
-	if (rc >= 0)
-		rc = H5Dread(h5->dset, H5T_NATIVE_UINT8, mspace, h5->fspace, h5->dxpl,
-			     len ? buf + offset : buf);
-	if (rc >= 0 && H5Pget_mpio_actual_io_mode(h5->dxpl, &mode) >= 0)
-		*collective = *collective && mode != H5D_MPIO_NO_COLLECTIVE;
-	H5Sclose(mspace);
-	if (rc < 0)
-		return pull_h5_error("read the payload of", archive, err);
+	if (ready)
+		return true;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_nsec += usec * 1000;
+	until.tv_sec += until.tv_nsec / 1000000000;
+	until.tv_nsec %= 1000000000;
+	pthread_mutex_lock(&job->lock);
+	while (!(ready = pull_is_ready(job, c)) && !atomic_load(&job->abort)) {
+		if (!usec)
+			pthread_cond_wait(&job->cond, &job->lock);
+		else if (pthread_cond_timedwait(&job->cond, &job->lock, &until) == ETIMEDOUT)
+			break;
+	}
+	pthread_mutex_unlock(&job->lock);
+	return ready;
+}
+
+static void pull_abort(struct pull_job *job)
+{
+	pthread_mutex_lock(&job->lock);
+	atomic_store(&job->abort, true);
+	pthread_cond_broadcast(&job->cond);
+	pthread_mutex_unlock(&job->lock);
+}
+
+/* Read chunk c from the archive file into its place. 0 or a negative errno (read_err set). */
+static int pull_read_chunk(struct pull_job *job, uint64_t c)
+{
+	uint64_t begin = c * job->chunk, len = pull_chunk_len(job, c), done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(job->fd, job->payload + begin + done, (size_t)(len - done),
+				  (off_t)(job->file_offset + begin + done));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int rc = -errno;
+
+			pyfs_err_set(&job->read_err, "cannot read archive '%s': %s", job->archive,
+				     strerror(-rc));
+			return rc;
+		}
+		if (n == 0) {
+			pyfs_err_set(&job->read_err,
+				     "cannot read archive '%s': it ends before byte %" PRIu64
+				     " of the payload (truncated?)",
+				     job->archive, begin + done);
+			return -EIO;
+		}
+		done += (uint64_t)n;
+		job->read_bytes += (uint64_t)n;
+	}
 	return 0;
 }
 
-int pull_payload(const struct pull_world *world, const char *archive,
-		 struct pyfs_image_parts *parts, struct pull_stats *stats, struct pyfs_err *err)
+/*
+ * The reader thread: this node's chunks in order, each marked ready once
+ * read. After a failure the remaining chunks are marked ready unread, so that
+ * the exchange ends and the agreement after it reports read_rc.
+ */
+static void *pull_read_chunks(void *arg)
 {
-	struct pull_h5 h5 = {H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID,
-			     H5I_INVALID_HID};
-	uint64_t size = parts->payload_size;
-	uint64_t per = pull_slice_bytes(size, world->node_count);
-	uint64_t begin, end, before;
-	uint32_t rounds =
-	    (uint32_t)(((per < size ? per : size) + PULL_CHUNK_BYTES - 1) / PULL_CHUNK_BYTES);
-	bool collective = true;
-	double start;
-	int rc, failed;
+	struct pull_job *job = arg;
 
-	pull_slice(size, world->node_count, world->node_index, &begin, &end);
-	stats->slice_offset = begin;
-	stats->slice_size = end - begin;
-	stats->rounds = rounds;
-	start = pyfs_now();
-	before = pull_rchar();
-	rc = pull_h5_open(world, archive, size, &h5, err);
-	rc = pull_agree(world->leaders, world->rank, rc, err, &failed);
-	/*
-	 * One collective read per round; a node reads at most PULL_CHUNK_BYTES of
-	 * its slice per round and takes part with nothing once it is done.
-	 */
-	for (uint32_t r = 0; rc == 0 && r < rounds; r++) {
-		uint64_t offset = begin + (uint64_t)r * PULL_CHUNK_BYTES;
-		uint64_t len = offset >= end ? 0
-					     : (end - offset < PULL_CHUNK_BYTES ? end - offset
-										: PULL_CHUNK_BYTES);
-
-		rc = pull_h5_read(&h5, archive, parts->payload, offset, len, &collective, err);
-		rc = pull_agree(world->leaders, world->rank, rc, err, &failed);
+	for (uint64_t b = (uint64_t)job->reader; b * job->group < job->chunks;
+	     b += (uint64_t)job->readers) {
+		for (uint64_t c = b * job->group; c < pull_block_end(job, b); c++) {
+			if (job->read_rc == 0 && !atomic_load(&job->abort))
+				job->read_rc = pull_read_chunk(job, c);
+			pull_mark_ready(job, c);
+		}
 	}
-	pull_h5_close(&h5);
-	stats->file_bytes_read += pull_rchar() - before;
-	stats->collective = collective;
-	stats->read_seconds = pyfs_now() - start;
-	if (rc < 0)
+	job->read_end = pyfs_now();
+	return NULL;
+}
+
+/*
+ * The checksum thread: XXH3 streaming is in order, so it hashes chunk after
+ * chunk from the start of the payload, each as soon as it is ready. The
+ * chunks arrive about in payload order (reads and exchange both go in chunk
+ * order), so little is left to hash once the last one is in.
+ */
+static void *pull_hash_chunks(void *arg)
+{
+	struct pull_job *job = arg;
+
+	for (uint64_t c = 0; c < job->chunks; c++) {
+		double t;
+
+		if (!pull_wait_ready(job, c, 0))
+			break;
+		t = pyfs_now();
+		pyfs_checksum_update(job->sum, job->payload + c * job->chunk,
+				     pull_chunk_len(job, c));
+		job->hash_seconds += pyfs_now() - t;
+	}
+	return NULL;
+}
+
+/*
+ * Start fn(arg) in a thread that takes no signals (they stay with the main
+ * thread) and may run on any CPU this process may use: a launcher binding the
+ * rank to one core (mpirun does for 2 ranks or fewer) would otherwise make
+ * reading, checksum and exchange share it. False if no thread could start.
+ */
+static bool pull_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg)
+{
+	pthread_attr_t attr;
+	sigset_t all, old;
+	cpu_set_t cpus;
+	bool attr_ok = pthread_attr_init(&attr) == 0;
+	int rc;
+
+	memset(&cpus, 0xff, sizeof(cpus));
+	if (attr_ok && pthread_attr_setaffinity_np(&attr, sizeof(cpus), &cpus) != 0) {
+		pthread_attr_destroy(&attr);
+		attr_ok = false;
+	}
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(thread, attr_ok ? &attr : NULL, fn, arg);
+	if (rc != 0 && attr_ok)
+		rc = pthread_create(thread, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (attr_ok)
+		pthread_attr_destroy(&attr);
+	if (rc != 0)
+		pyfs_debug("no thread (%s): the pull runs its stages one after another",
+			   strerror(rc));
+	return rc == 0;
+}
+
+/* Next chunk from c on that skip_node does not own (job->chunks: none left). */
+static uint64_t pull_ring_next(const struct pull_job *job, uint64_t c, int skip_node)
+{
+	while (c < job->chunks && pull_owner(job, c) == skip_node)
+		c++;
+	return c;
+}
+
+/*
+ * The ring: every chunk travels from its reader to the right, node after
+ * node, until the node before its reader has it. Node i receives, in chunk
+ * order, every chunk it does not read from node i-1, and sends to node i+1,
+ * in chunk order, every chunk that i+1 does not read, as soon as it is here
+ * (read or received); PULL_RING_WINDOW transfers are in flight each way,
+ * straight between the final buffers. Every link carries at most the payload
+ * once, all links work at once, and a chunk crosses at most N-1 links: about
+ * P / link rate + N x chunk / link rate, flat in N while N x chunk << P.
+ * Ordering by chunk makes the dependencies acyclic (a send waits only for an
+ * earlier chunk or for the same chunk one hop closer to its reader), so the
+ * ring cannot deadlock.
+ */
+static int pull_exchange_ring(struct pull_job *job, MPI_Comm comm, struct pull_stats *stats,
+			      struct pyfs_err *err)
+{
+	enum { W = PULL_RING_WINDOW };
+	MPI_Request req[2 * W];
+	uint64_t slot[2 * W];
+	int done[2 * W];
+	int left = (job->node + job->nodes - 1) % job->nodes;
+	int right = (job->node + 1) % job->nodes;
+	uint64_t recv_next = pull_ring_next(job, 0, job->node);
+	uint64_t send_next = pull_ring_next(job, 0, right);
+	int active = 0;
+
+	for (int i = 0; i < 2 * W; i++)
+		req[i] = MPI_REQUEST_NULL;
+	for (;;) {
+		bool wait_read = false;
+		int count = 0, rc;
+
+		/* Slots 0..W-1 receive, W..2W-1 send. */
+		for (int i = 0; i < W && recv_next < job->chunks; i++) {
+			if (req[i] != MPI_REQUEST_NULL)
+				continue;
+			rc = MPI_Irecv(job->payload + recv_next * job->chunk,
+				       (int)pull_chunk_len(job, recv_next), MPI_BYTE, left,
+				       PULL_RING_TAG, comm, &req[i]);
+			if (rc != MPI_SUCCESS)
+				return pull_mpi_error(rc, "receiving the archive", err);
+			slot[i] = recv_next;
+			active++;
+			recv_next = pull_ring_next(job, recv_next + 1, job->node);
+		}
+		for (int i = W; i < 2 * W && send_next < job->chunks; i++) {
+			if (req[i] != MPI_REQUEST_NULL)
+				continue;
+			if (!pull_is_ready(job, send_next)) {
+				wait_read = pull_owner(job, send_next) == job->node;
+				break;
+			}
+			rc = MPI_Isend(job->payload + send_next * job->chunk,
+				       (int)pull_chunk_len(job, send_next), MPI_BYTE, right,
+				       PULL_RING_TAG, comm, &req[i]);
+			if (rc != MPI_SUCCESS)
+				return pull_mpi_error(rc, "sending the archive", err);
+			slot[i] = send_next;
+			active++;
+			send_next = pull_ring_next(job, send_next + 1, right);
+		}
+		if (active == 0 && recv_next >= job->chunks && send_next >= job->chunks)
+			return 0;
+		/*
+		 * Block in MPI unless the next send waits for this node's own
+		 * reader, which MPI cannot see (and blocking there could deadlock
+		 * the ring): then poll MPI, sleeping on the reader's signal for
+		 * at most PULL_POLL_USEC between polls, so that a spinning main
+		 * thread does not take the CPU from the reader.
+		 */
+		if (wait_read || active == 0) {
+			rc = MPI_Testsome(2 * W, req, &count, done, MPI_STATUSES_IGNORE);
+			if (rc == MPI_SUCCESS && (count == 0 || count == MPI_UNDEFINED) &&
+			    send_next < job->chunks)
+				pull_wait_ready(job, send_next,
+						active || !wait_read ? PULL_POLL_USEC : 0);
+		} else {
+			rc = MPI_Waitsome(2 * W, req, &count, done, MPI_STATUSES_IGNORE);
+		}
+		if (rc != MPI_SUCCESS)
+			return pull_mpi_error(rc, "exchanging the archive", err);
+		for (int k = 0; count != MPI_UNDEFINED && k < count; k++) {
+			int i = done[k];
+			uint64_t len = pull_chunk_len(job, slot[i]);
+
+			active--;
+			if (i < W) {
+				pull_mark_ready(job, slot[i]);
+				stats->bytes_received += len;
+			} else {
+				stats->bytes_sent += len;
+			}
+		}
+	}
+}
+
+/*
+ * Rounds of MPI_Allgatherv in place: round j gathers read blocks j*R ..
+ * j*R+R-1, contiguous in the payload, reader r's at displacement r blocks;
+ * the other nodes give nothing. Counts and displacements are in units of
+ * min(chunk, 1 MiB) (a derived datatype), so they stay small whatever the
+ * payload and R; the last partial unit of the payload follows in one
+ * MPI_Bcast from its reader. A reader joins round j once its block of it is
+ * read; its reader thread reads on meanwhile, and the checksum thread hashes
+ * the rounds already gathered.
+ */
+static int pull_exchange_allgatherv(struct pull_job *job, MPI_Comm comm, struct pull_stats *stats,
+				    struct pyfs_err *err)
+{
+	uint64_t readers = (uint64_t)job->readers;
+	uint64_t blocks = (job->chunks + job->group - 1) / job->group;
+	uint64_t rounds = (blocks + readers - 1) / readers;
+	uint64_t block_bytes = job->group * job->chunk;
+	uint64_t unit_bytes = job->chunk < PULL_UNIT_MAX ? job->chunk : PULL_UNIT_MAX;
+	uint64_t tail = job->size % unit_bytes;
+	int *counts = calloc((size_t)job->nodes, sizeof(int));
+	int *displs = calloc((size_t)job->nodes, sizeof(int));
+	MPI_Datatype unit = MPI_DATATYPE_NULL;
+	int rc = 0, mpi_rc;
+
+	if (!counts || !displs) {
+		pyfs_err_set(err, "cannot exchange the archive: %s", strerror(ENOMEM));
+		rc = -ENOMEM;
+		goto out_free;
+	}
+	mpi_rc = MPI_Type_contiguous((int)unit_bytes, MPI_BYTE, &unit);
+	if (mpi_rc == MPI_SUCCESS)
+		mpi_rc = MPI_Type_commit(&unit);
+	if (mpi_rc != MPI_SUCCESS) {
+		rc = pull_mpi_error(mpi_rc, "making the exchange datatype", err);
+		goto out_free;
+	}
+	for (uint64_t j = 0; j < rounds; j++) {
+		uint64_t own = job->reader >= 0 ? j * readers + (uint64_t)job->reader : blocks;
+
+		for (int r = 0; r < job->readers; r++) {
+			uint64_t bk = j * readers + (uint64_t)r;
+			uint64_t end = bk < blocks ? pull_block_end(job, bk) * job->chunk : 0;
+			uint64_t bytes =
+			    bk < blocks ? (end < job->size ? end : job->size) - bk * block_bytes
+					: 0;
+			int node = pull_reader_node(job, r);
+
+			counts[node] = (int)(bytes / unit_bytes);
+			displs[node] = (int)((uint64_t)r * (block_bytes / unit_bytes));
+		}
+		if (own < blocks)
+			pull_wait_ready(job, pull_block_end(job, own) - 1, 0);
+		mpi_rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL,
+					job->payload + j * readers * block_bytes, counts, displs,
+					unit, comm);
+		if (mpi_rc != MPI_SUCCESS) {
+			rc = pull_mpi_error(mpi_rc, "exchanging the archive", err);
+			goto out_free;
+		}
+		for (int r = 0; r < job->readers; r++) {
+			uint64_t bk = j * readers + (uint64_t)r;
+			uint64_t bytes = (uint64_t)counts[pull_reader_node(job, r)] * unit_bytes;
+
+			if (bk >= blocks)
+				break;
+			if (bk == own) {
+				stats->bytes_sent += bytes;
+				continue;
+			}
+			stats->bytes_received += bytes;
+			for (uint64_t c = bk * job->group; c < pull_block_end(job, bk); c++)
+				if (!(tail && c == job->chunks - 1))
+					pull_mark_ready(job, c);
+		}
+	}
+	if (tail && job->chunks) {
+		uint64_t last = job->chunks - 1;
+		int owner = pull_owner(job, last);
+
+		mpi_rc =
+		    MPI_Bcast(job->payload + job->size - tail, (int)tail, MPI_BYTE, owner, comm);
+		if (mpi_rc != MPI_SUCCESS) {
+			rc = pull_mpi_error(mpi_rc, "exchanging the archive", err);
+			goto out_free;
+		}
+		if (owner == job->node) {
+			stats->bytes_sent += tail;
+		} else {
+			stats->bytes_received += tail;
+			pull_mark_ready(job, last);
+		}
+	}
+out_free:
+	if (unit != MPI_DATATYPE_NULL)
+		MPI_Type_free(&unit);
+	free(displs);
+	free(counts);
+	return rc;
+}
+
+/*
+ * The one place that picks the exchange (--exchange): returns when every
+ * chunk is here and every chunk this node passes on has left.
+ */
+static int pull_exchange(struct pull_job *job, enum pull_exchange exchange, MPI_Comm comm,
+			 struct pull_stats *stats, struct pyfs_err *err)
+{
+	if (job->nodes == 1)
+		return 0;
+	if (exchange == PULL_EXCHANGE_ALLGATHERV)
+		return pull_exchange_allgatherv(job, comm, stats, err);
+	return pull_exchange_ring(job, comm, stats, err);
+}
+
+/*
+ * On a reader: open the archive for the payload reads and check it is still
+ * the file whose metadata node 0 read (same size); no read-ahead, so the file
+ * system delivers exactly this node's chunks.
+ */
+static int pull_open_archive(struct pull_job *job, uint64_t archive_size, struct pyfs_err *err)
+{
+	struct stat st;
+	int rc;
+
+	/* O_NONBLOCK: a FIFO in its place is refused, not waited on. */
+	job->fd = open(job->archive, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (job->fd < 0 || fstat(job->fd, &st) < 0) {
+		rc = -errno;
+		pyfs_err_set(err, "cannot open archive '%s': %s", job->archive, strerror(-rc));
 		return rc;
-
-	start = pyfs_now();
-	for (int node = 0; rc == 0 && node < world->node_count; node++) {
-		pull_slice(size, world->node_count, node, &begin, &end);
-		rc = pull_bcast(parts->payload + begin, end - begin, node, world->leaders, err);
 	}
-	rc = pull_agree(world->leaders, world->rank, rc, err, &failed);
-	stats->gather_seconds = pyfs_now() - start;
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != archive_size) {
+		pyfs_err_set(err,
+			     "archive '%s' changed during the pull: %" PRIu64 " bytes, %" PRIu64
+			     " when its metadata was read",
+			     job->archive, (uint64_t)st.st_size, archive_size);
+		return -ESTALE;
+	}
+	(void)posix_fadvise(job->fd, 0, 0, POSIX_FADV_RANDOM);
+	return 0;
+}
+
+/* The plan, the same on every leader, and this node's place in it. */
+static int pull_job_init(struct pull_job *job, const struct pull_world *world, const char *archive,
+			 const struct pull_options *options, struct pyfs_image_parts *parts,
+			 const struct pull_stats *stats, struct pyfs_err *err)
+{
+	pthread_condattr_t cond_attr;
+
+	memset(job, 0, sizeof(*job));
+	job->payload = parts->payload;
+	job->size = parts->payload_size;
+	job->nodes = world->node_count;
+	job->readers = options->readers < job->nodes ? options->readers : job->nodes;
+	job->node = world->node_index;
+	job->reader = pull_node_reader(job, job->node);
+	job->chunk = pull_chunk_bytes(job->size, job->nodes, options->chunk_bytes);
+	job->chunks = (job->size + job->chunk - 1) / job->chunk;
+	/*
+	 * Readers read blocks of at least PULL_READ_BLOCK bytes (whole chunks)
+	 * round-robin: long sequential runs for the file system (its read-ahead
+	 * fetches little past a reader's own bytes), however small the chunks
+	 * of the exchange.
+	 */
+	job->group = job->chunk < PULL_READ_BLOCK ? PULL_READ_BLOCK / job->chunk : 1;
+	job->archive = archive;
+	job->fd = -1;
+	job->file_offset = stats->payload_offset;
+	atomic_init(&job->abort, false);
+	pthread_mutex_init(&job->lock, NULL);
+	pthread_condattr_init(&cond_attr);
+	pthread_condattr_setclock(&cond_attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&job->cond, &cond_attr);
+	pthread_condattr_destroy(&cond_attr);
+	job->ready = calloc(job->chunks ? (size_t)job->chunks : 1, sizeof(*job->ready));
+	if (options->verify)
+		job->sum = pyfs_checksum_create();
+	if (!job->ready || (options->verify && !job->sum)) {
+		pyfs_err_set(err, "cannot plan the pull: %s", strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static void pull_job_free(struct pull_job *job)
+{
+	if (job->fd >= 0)
+		close(job->fd);
+	pyfs_checksum_destroy(job->sum);
+	free(job->ready);
+	pthread_cond_destroy(&job->cond);
+	pthread_mutex_destroy(&job->lock);
+}
+
+int pull_payload(const struct pull_world *world, const char *archive,
+		 const struct pull_options *options, struct pyfs_image_parts *parts,
+		 struct pull_stats *stats, int *failed_rank, struct pyfs_err *err)
+{
+	struct pull_job job;
+	pthread_t reader_thread, hash_thread;
+	bool reading = false, hashing = false;
+	double arrived;
+	int rc;
+
+	rc = pull_job_init(&job, world, archive, options, parts, stats, err);
+	stats->reader = job.reader;
+	stats->readers = job.readers;
+	stats->exchange = (int32_t)options->exchange;
+	stats->chunk_bytes = job.chunk;
+	stats->chunk_count = job.chunks;
+	stats->read_block_bytes = job.group * job.chunk;
+	for (uint64_t c = 0; job.reader >= 0 && c < job.chunks; c++)
+		if (pull_owner(&job, c) == job.node)
+			stats->share_bytes += pull_chunk_len(&job, c);
+	/* A reader with no chunk (a payload smaller than R chunks) opens nothing. */
+	if (rc == 0 && stats->share_bytes)
+		rc = pull_open_archive(&job, stats->archive_size, err);
+	rc = pull_agree(world->leaders, world->rank, rc, err, failed_rank);
+	if (rc < 0)
+		goto out_free;
+
+	job.start = pyfs_now();
+	job.read_end = job.start;
+	if (stats->share_bytes) {
+		reading =
+		    options->threads && pull_thread_start(&reader_thread, pull_read_chunks, &job);
+		if (!reading)
+			pull_read_chunks(&job);
+	}
+	if (job.sum)
+		hashing =
+		    options->threads && pull_thread_start(&hash_thread, pull_hash_chunks, &job);
+	rc = pull_exchange(&job, options->exchange, world->leaders, stats, err);
+	if (rc < 0)
+		pull_abort(&job);
+	arrived = pyfs_now();
+	if (reading)
+		pthread_join(reader_thread, NULL);
+	if (job.read_end > arrived)
+		arrived = job.read_end;
+	if (job.sum && !hashing && rc == 0)
+		pull_hash_chunks(&job);
+	if (hashing)
+		pthread_join(hash_thread, NULL);
+	if (rc == 0 && job.read_rc < 0) {
+		rc = job.read_rc;
+		memcpy(err->msg, job.read_err.msg, sizeof(err->msg));
+	}
+	/* Whether each stage that wanted a thread got one. */
+	stats->threads = (reading || !stats->share_bytes) && (hashing || !job.sum);
+	stats->file_bytes_read += job.read_bytes;
+	stats->read_seconds = stats->share_bytes ? job.read_end - job.start : 0.0;
+	stats->exchange_seconds = arrived - job.start;
+	stats->payload_seconds = pyfs_now() - job.start;
+	stats->hash_seconds = job.hash_seconds;
+	if (rc == 0 && job.sum) {
+		stats->payload_digest = pyfs_checksum_digest(job.sum);
+		stats->payload_hashed = 1;
+	}
+	rc = pull_agree(world->leaders, world->rank, rc, err, failed_rank);
+out_free:
+	pull_job_free(&job);
 	return rc;
 }
 

@@ -10,8 +10,9 @@
 # on any host, and the next job mounts cleanly.
 #
 # "Mid-pull" is made exact with tests/robust/pmpi_pause.c: the chosen rank
-# stops in MPI_File_open, when the metadata is broadcast and the other hosts
-# wait for it in the collective open of the payload; the fault strikes then.
+# stops at its first call of the payload exchange, when the metadata is
+# broadcast, the readers read and the other hosts wait for it in the exchange;
+# the fault strikes then.
 . "$(dirname "$0")/lib.sh"
 
 need_numpy_stack
@@ -47,7 +48,7 @@ clean_within() {
 }
 
 # pull_paused RANK OUT [MOUNT-ARGS...]: start the 3-host pull in the
-# background with RANK stopped in MPI_File_open; returns once it has stopped.
+# background with RANK stopped in the payload exchange; returns once it has stopped.
 pull_paused() {
 	local rank=$1 out=$2
 	shift 2

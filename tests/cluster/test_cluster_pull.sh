@@ -7,7 +7,7 @@
 # Checks: every host's /pyenv equals the packed tree (type, mode, size, mtime,
 # link target, contents) and imports numpy, scipy and mpi4py from it; the storage
 # server delivered the archive once (its own counters: 1.00x the payload plus
-# metadata) and every host read only its own slice; two ranks per host give
+# metadata) and every host read only its own share; two ranks per host give
 # exactly one mount per host; the mpirun and PBS-style example job scripts run
 # an mpi4py program across the hosts and leave nothing behind.
 . "$(dirname "$0")/lib.sh"
@@ -49,11 +49,12 @@ note "storage server read $served bytes for a $payload-byte payload ($archive_si
 [ "$served" -ge "$payload" ] || fail "the server delivered $served bytes, less than the $payload-byte payload: a client cache served some"
 [ "$served" -le $((archive_size + archive_size / 100)) ] ||
 	fail "the server delivered $served bytes for a $archive_size-byte archive: more than once"
-# Every host read its own slice and no more (rchar of the read, per node).
+# Every host read its own share of the chunks and no more (bytes it read from the
+# archive, per node; node 0 also reads the metadata).
 for i in 0 1 2 3; do
 	line=$(grep "node $i (rank [0-9]*): read" "$WORK/pull.out") || fail "no read figure for node $i"
-	read_bytes=$(sed -E 's/.*: read ([0-9]+) bytes.* ([0-9]+)-byte payload slice.*/\1/' <<<"$line")
-	slice=$(sed -E 's/.* ([0-9]+)-byte payload slice.*/\1/' <<<"$line")
+	read_bytes=$(sed -E 's/.*: read ([0-9]+) bytes.* ([0-9]+)-byte share of the payload.*/\1/' <<<"$line")
+	slice=$(sed -E 's/.* ([0-9]+)-byte share of the payload.*/\1/' <<<"$line")
 	[ "$read_bytes" -ge "$slice" ] && [ "$read_bytes" -le $((slice + slice / 50 + 4194304)) ] ||
 		fail "node $i read $read_bytes bytes for its $slice-byte slice"
 done

@@ -1,8 +1,9 @@
 #!/bin/bash
-# A payload over 2 GiB (three 800 MiB files) pulled by 2 ranks as nodes: each
-# node reads a 1.2 GiB slice in two collective rounds and the slices are
-# exchanged in chunks under 2 GiB; every file reads back identical through both
-# mounts, and each daemon's RSS stays within payload x 1.05 + 32 MiB.
+# A payload over 2 GiB (three 800 MiB files) pulled by 2 ranks as nodes, once
+# with each exchange (ring, Allgatherv): each node reads its 1.2 GiB share (its
+# chunks, at file offsets past 2 GiB and 4 GiB too) and the chunks are exchanged
+# in transfers under 2 GiB; every file reads back identical through both mounts,
+# and each daemon's RSS stays within payload x 1.05 + 32 MiB.
 . "$(dirname "$0")/lib.sh"
 need_fuse
 command -v mpirun >/dev/null || skip "mpirun is missing (apt-get install openmpi-bin)"
@@ -29,22 +30,33 @@ EOF
 echo small >"$src/small.txt"
 "$PYFS_PACK" -q -p "$PY" "$WORK/big.h5" "$src" || fail "pyfs-pack failed"
 
-mpirun -np 2 "$PYFS_MOUNT" -v --ranks-as-nodes --ready-file="$WORK/ready%r" "$WORK/big.h5" "$WORK/m%r" \
-	2>"$WORK/err" || fail "mpirun pyfs-mount failed: $(cat "$WORK/err")"
-grep -E 'pull|node|RSS' "$WORK/err" | sed 's/^/  /' >&2
-grep -q "in 2 round(s)" "$WORK/err" || fail "expected 2 read rounds: $(cat "$WORK/err")"
-payload=$(sed -nE 's/.*all nodes read [0-9]+ bytes of the archive file for a ([0-9]+)-byte payload.*/\1/p' "$WORK/err")
-[ "$payload" -gt 2147483648 ] || fail "payload of $payload bytes is not over 2 GiB"
+for exchange in ring allgatherv; do
+	mpirun -np 2 "$PYFS_MOUNT" -v --ranks-as-nodes --exchange=$exchange --ready-file="$WORK/ready%r" \
+		"$WORK/big.h5" "$WORK/m%r" 2>"$WORK/err" || fail "mpirun pyfs-mount ($exchange) failed: $(cat "$WORK/err")"
+	grep -E 'pull|node|RSS' "$WORK/err" | sed 's/^/  /' >&2
+	payload=$(sed -nE 's/.*all nodes read [0-9]+ bytes of the archive file for a ([0-9]+)-byte payload.*/\1/p' "$WORK/err")
+	[ "$payload" -gt 2147483648 ] || fail "payload of $payload bytes is not over 2 GiB"
+	shares=0
+	while read -r node read share; do
+		[ "$share" -gt 1073741824 ] || fail "$exchange: node $node got a $share-byte share"
+		if [ "$read" -lt "$share" ] || [ "$read" -gt $((share + 1048576)) ]; then
+			fail "$exchange: node $node read $read bytes for a $share-byte share"
+		fi
+		shares=$((shares + share))
+	done < <(sed -nE 's/.*node ([0-9]+) \(rank [0-9]+\): read ([0-9]+) bytes .* a ([0-9]+)-byte share of the payload.*/\1 \2 \3/p' "$WORK/err")
+	[ "$shares" -eq "$payload" ] || fail "$exchange: shares add up to $shares bytes, the payload has $payload"
 
-for r in 0 1; do
-	for i in 0 1 2; do
-		cmp "$src/big/part$i.bin" "$WORK/m$r/big/part$i.bin" || fail "part$i.bin differs through m$r"
+	for r in 0 1; do
+		for i in 0 1 2; do
+			cmp "$src/big/part$i.bin" "$WORK/m$r/big/part$i.bin" || fail "$exchange: part$i.bin differs through m$r"
+		done
+		[ "$(cat "$WORK/m$r/small.txt")" = small ] || fail "$exchange: small.txt differs through m$r"
+		rss_kib=$(awk '/^VmRSS:/ { print $2 }' "/proc/$(cat "$WORK/ready$r")/status")
+		# shellcheck disable=SC2017 # integer MiB on purpose
+		limit_kib=$((payload / 1024 * 105 / 100 + 32 * 1024))
+		note "$exchange: daemon $r: RSS $((rss_kib / 1024)) MiB for a $((payload / 1048576)) MiB payload (limit $((limit_kib / 1024)) MiB)"
+		[ "$rss_kib" -le "$limit_kib" ] || fail "$exchange: daemon $r RSS $rss_kib KiB over $limit_kib KiB"
 	done
-	[ "$(cat "$WORK/m$r/small.txt")" = small ] || fail "small.txt differs through m$r"
-	rss_kib=$(awk '/^VmRSS:/ { print $2 }' "/proc/$(cat "$WORK/ready$r")/status")
-	# shellcheck disable=SC2017 # integer MiB on purpose
-	limit_kib=$((payload / 1024 * 105 / 100 + 32 * 1024))
-	note "daemon $r: RSS $((rss_kib / 1024)) MiB for a $((payload / 1048576)) MiB payload (limit $((limit_kib / 1024)) MiB)"
-	[ "$rss_kib" -le "$limit_kib" ] || fail "daemon $r RSS $rss_kib KiB over $limit_kib KiB"
+	unmount_all "$WORK/m0" "$WORK/m1"
 done
 exit 0

@@ -1,9 +1,13 @@
 #!/bin/bash
 # Faults during the pull and while serving:
 #  1. a rank killed with SIGKILL in the middle of the pull (mpirun -np 3 --ranks-as-nodes;
-#     tests/robust/pmpi_pause.c stops the rank in MPI_File_open, after the metadata
-#     broadcast, until it is killed): mpirun returns non-zero within 30 s, no pyfs-mount
-#     of the job is left, nothing is mounted; once for rank 2, once for rank 0;
+#     tests/robust/pmpi_pause.c stops the rank at the start of the payload exchange,
+#     after the metadata broadcast, until it is killed): mpirun returns non-zero within
+#     30 s, no pyfs-mount of the job is left, nothing is mounted; once for rank 2 in the
+#     ring exchange, once for rank 0 in the Allgatherv exchange;
+#  1b. a reader whose reads fail with EIO after its first chunk (the shim again), with
+#     each exchange: every rank exits 1 with that error, nothing is mounted, no hang
+#     (not in the ASan build, whose own pread64 interceptor bypasses the shim's);
 #  2. the archive truncated, overwritten in place, deleted, then replaced by another one
 #     after the mount: every file still reads back its original bytes (the page cache is
 #     dropped before each check and the daemon's read counter proves it served them);
@@ -63,11 +67,12 @@ mpicc -shared -fPIC -O1 -o "$WORK/pmpi_pause.so" "$PYFS_SOURCE_DIR/tests/robust/
 preload=$WORK/pmpi_pause.so
 [ -z "$asan_lib" ] || preload=$asan_lib:$preload
 
-kill_rank_during_pull() {
-	local victim=$1 rc=0 t0 t1 pid job
+kill_rank_during_pull() { # kill_rank_during_pull RANK EXCHANGE
+	local victim=$1 exchange=$2 rc=0 t0 t1 pid job
 	rm -f "$WORK/mark"
 	mpirun -np 3 env LD_PRELOAD="$preload" PYFS_FAULT_RANK="$victim" PYFS_FAULT_MARK="$WORK/mark" \
-		PYFS_FAULT_SECONDS=120 "$PYFS_MOUNT" --ranks-as-nodes "$WORK/a.h5" "$WORK/r%r" \
+		PYFS_FAULT_SECONDS=120 "$PYFS_MOUNT" --ranks-as-nodes --exchange="$exchange" --chunk=1024 \
+		"$WORK/a.h5" "$WORK/r%r" \
 		</dev/null >"$WORK/mpirun.out" 2>&1 &
 	job=$!
 	wait_until 60 test -s "$WORK/mark" || fail "rank $victim never reached the pull: $(tail -c 500 "$WORK/mpirun.out")"
@@ -85,10 +90,30 @@ kill_rank_during_pull() {
 	for r in 0 1 2; do
 		is_mounted "$WORK/r$r" && fail "r$r is mounted after rank $victim was killed during the pull"
 	done
-	note "rank $victim killed during the pull: mpirun returned $rc after $((t1 - t0)) s, no mount, no process left"
+	note "rank $victim killed during the $exchange exchange: mpirun returned $rc after $((t1 - t0)) s, no mount, no process left"
 }
-kill_rank_during_pull 2
-kill_rank_during_pull 0
+kill_rank_during_pull 2 ring
+kill_rank_during_pull 0 allgatherv
+
+exchanges=(ring allgatherv)
+[ -z "$asan_lib" ] || { exchanges=(); note "ASan build: the failing-reader case is not run"; }
+for exchange in "${exchanges[@]}"; do
+	rm -f "$WORK/status"
+	timeout 60 mpirun -np 3 env LD_PRELOAD="$preload" PYFS_FAULT_EIO_RANK=1 \
+		sh -c '"$0" --ranks-as-nodes --exchange="$1" --chunk=1024 "$2" "$3"; echo "$?" >>"$4"' \
+		"$PYFS_MOUNT" "$exchange" "$WORK/a.h5" "$WORK/r%r" "$WORK/status" \
+		</dev/null >"$WORK/mpirun.out" 2>&1 || fail "$exchange: mpirun with a failing reader failed or hung: $(tail -c 500 "$WORK/mpirun.out")"
+	[ "$(sort "$WORK/status" | tr '\n' ' ')" = "1 1 1 " ] ||
+		fail "$exchange: exit statuses with a failing reader: $(tr '\n' ' ' <"$WORK/status"), expected 1 1 1"
+	grep -q "rank 1\].*cannot read archive '.*a.h5': Input/output error" "$WORK/mpirun.out" ||
+		fail "$exchange: no clear error for the failing reader: $(tail -c 500 "$WORK/mpirun.out")"
+	[ "$(grep -c "cannot read archive" "$WORK/mpirun.out")" -eq 1 ] ||
+		fail "$exchange: the error was not printed once: $(cat "$WORK/mpirun.out")"
+	for r in 0 1 2; do
+		is_mounted "$WORK/r$r" && fail "$exchange: r$r is mounted after a reader failed"
+	done
+	note "$exchange: a reader failing mid-pull: every rank exited 1 with '$(grep -o "cannot read.*" "$WORK/mpirun.out")'"
+done
 
 # ---- 2. the archive changes under a live mount -------------------------------------------
 # check_served WHAT: every file reads back its source bytes, from the daemon (the page

@@ -425,6 +425,53 @@ Test(image_verify, payload_mismatch_is_eio_with_both_checksums)
 	cr_assert(strstr(err.msg, expected), "%s", err.msg);
 }
 
+Test(image_verify, digest_computed_elsewhere_is_checked_like_the_payload)
+{
+	uint64_t size;
+	const uint8_t *payload = pyfs_image_payload(image, &size);
+
+	cr_assert_eq(pyfs_image_verify_payload_digest(image, XXH3_64bits(payload, size), &err), 0,
+		     "%s", err.msg);
+	cr_assert_eq(pyfs_image_verify_payload_digest(image, XXH3_64bits(payload, size) ^ 1, &err),
+		     -EIO);
+	cr_assert(strstr(err.msg, "payload checksum mismatch"), "%s", err.msg);
+}
+
+/* The pull hashes chunks as they arrive: any cut into pieces gives the one-shot digest. */
+Test(image_checksum, pieces_in_order_give_the_whole_digest)
+{
+	static uint8_t data[3 * 1024 * 1024 + 17];
+	static const uint64_t pieces[] = {0, 1, 63, 64, 65, 240, 1024, 4096, 65536, 1048576};
+
+	for (size_t i = 0; i < sizeof(data); i++)
+		data[i] = (uint8_t)(i * 2654435761u >> 13);
+	for (size_t p = 0; p < sizeof(pieces) / sizeof(pieces[0]); p++) {
+		struct pyfs_checksum *sum = pyfs_checksum_create();
+		uint64_t done = 0, step = pieces[p] ? pieces[p] : sizeof(data);
+
+		cr_assert_not_null(sum);
+		while (done < sizeof(data)) {
+			uint64_t n = sizeof(data) - done < step ? sizeof(data) - done : step;
+
+			pyfs_checksum_update(sum, data + done, n);
+			pyfs_checksum_update(sum, data, 0);
+			done += n;
+		}
+		cr_assert_eq(pyfs_checksum_digest(sum), XXH3_64bits(data, sizeof(data)),
+			     "pieces of %llu bytes", (unsigned long long)step);
+		pyfs_checksum_destroy(sum);
+	}
+}
+
+Test(image_checksum, nothing_hashed_is_the_empty_digest)
+{
+	struct pyfs_checksum *sum = pyfs_checksum_create();
+
+	cr_assert_not_null(sum);
+	cr_assert_eq(pyfs_checksum_digest(sum), XXH3_64bits(NULL, 0));
+	pyfs_checksum_destroy(sum);
+}
+
 Test(image_verify, file_mismatch_names_the_path)
 {
 	corrupt_data_of(SAMPLE_HELLO);
