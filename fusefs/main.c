@@ -38,6 +38,7 @@ enum {
 	OPT_RANKS_AS_NODES = 256,
 	OPT_NO_VERIFY,
 	OPT_READY_FILE,
+	OPT_INFLATE,
 };
 
 enum {
@@ -85,6 +86,10 @@ static void mount_usage(FILE *out)
 	    "      --ranks-as-nodes   every MPI rank acts as its own node (to test several\n"
 	    "                         nodes on one machine)\n"
 	    "      --no-verify        skip the payload checksum after the pull\n"
+	    "      --inflate          decompress a compressed archive (pyfs-pack -z) into\n"
+	    "                         RAM right after the pull, on every core, instead of\n"
+	    "                         block by block as files are read: more memory, no\n"
+	    "                         decompression while serving\n"
 	    "      --ready-file=PATH  once mounted, write the serving PID to PATH (atomically;\n"
 	    "                         removed at unmount): a readiness signal with -f\n"
 	    "  -o OPT[,OPT...]        mount options, see below\n"
@@ -224,6 +229,7 @@ static int mount_parse(int argc, char **argv, struct mount_config *config)
 	    {"foreground", no_argument, NULL, 'f'},
 	    {"ranks-as-nodes", no_argument, NULL, OPT_RANKS_AS_NODES},
 	    {"no-verify", no_argument, NULL, OPT_NO_VERIFY},
+	    {"inflate", no_argument, NULL, OPT_INFLATE},
 	    {"ready-file", required_argument, NULL, OPT_READY_FILE},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"quiet", no_argument, NULL, 'q'},
@@ -245,6 +251,9 @@ static int mount_parse(int argc, char **argv, struct mount_config *config)
 			break;
 		case OPT_NO_VERIFY:
 			config->verify = false;
+			break;
+		case OPT_INFLATE:
+			config->inflate = true;
 			break;
 		case OPT_READY_FILE:
 			config->ready_file = optarg;
@@ -303,6 +312,7 @@ struct mount_state {
 	struct pyfs_image *image;
 	struct pull_stats stats;
 	double verify_seconds;
+	double inflate_seconds;
 };
 
 /*
@@ -454,7 +464,17 @@ static int mount_make_image(const struct mount_config *config, struct mount_stat
 	if (rc == 0 && !config->verify)
 		pyfs_debug("payload checksum not verified (--no-verify)");
 	state->verify_seconds = pyfs_now() - start;
+	/* Compressed archives: inflated now (--inflate), or caches for decompressing reads. */
+	start = pyfs_now();
+	if (rc == 0 && config->inflate)
+		rc = pyfs_image_inflate(state->image, 0, err);
+	state->inflate_seconds = pyfs_now() - start;
 	state->fs.image = state->image;
+	if (rc == 0 &&
+	    ops_prepare_reads(&state->fs, config->max_threads ? config->max_threads : 10) < 0) {
+		pyfs_err_set(err, "cannot allocate the decompression caches: %s", strerror(ENOMEM));
+		rc = -ENOMEM;
+	}
 	if (rc < 0) {
 		char msg[sizeof(err->msg)];
 
@@ -512,6 +532,8 @@ static void mount_report(const struct mount_config *config, struct mount_state *
 		  "-byte payload: %.3fx the payload",
 		  total, s->payload_size,
 		  s->payload_size ? (double)total / (double)s->payload_size : 0.0);
+	if (config->inflate)
+		pyfs_info("inflated the payload in %.3f s", state->inflate_seconds);
 	pyfs_info("RSS %.1f MiB for a %.1f MiB payload", MIB(mount_rss_bytes()),
 		  MIB(s->payload_size));
 out_free:
@@ -523,6 +545,7 @@ static void mount_state_free(struct mount_state *state)
 {
 	if (state->se)
 		fuse_session_destroy(state->se);
+	ops_release_reads(&state->fs);
 	if (state->image)
 		pyfs_image_destroy(state->image);
 	else

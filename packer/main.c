@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 
 #include "pack.h"
+#include "pyfs_format.h"
 
 #ifndef PYFS_VERSION
 #define PYFS_VERSION "unknown"
@@ -16,13 +17,15 @@
 
 enum command { CMD_PACK, CMD_LIST, CMD_VERIFY, CMD_EXTRACT };
 
-enum long_only { OPT_NO_COMPILE = 256, OPT_LIST, OPT_VERIFY, OPT_EXTRACT };
+enum long_only { OPT_NO_COMPILE = 256, OPT_LIST, OPT_VERIFY, OPT_EXTRACT, OPT_BLOCK_SIZE };
 
 static const struct option long_options[] = {
     {"python", required_argument, NULL, 'p'},
     {"exclude", required_argument, NULL, 'x'},
     {"no-compile", no_argument, NULL, OPT_NO_COMPILE},
     {"force", no_argument, NULL, 'f'},
+    {"compress", optional_argument, NULL, 'z'},
+    {"block-size", required_argument, NULL, OPT_BLOCK_SIZE},
     {"list", no_argument, NULL, OPT_LIST},
     {"verify", no_argument, NULL, OPT_VERIFY},
     {"extract", no_argument, NULL, OPT_EXTRACT},
@@ -57,9 +60,15 @@ static void print_help(void)
 	    "                      matches the last name; '*' also matches '/'\n"
 	    "      --no-compile    do not add missing .pyc files\n"
 	    "  -f, --force         overwrite an existing ARCHIVE\n"
+	    "  -z, --compress[=LEVEL]  compress the contents with zstd at LEVEL (1-19,\n"
+	    "                      default 9; -z5 or --compress=5), in independent blocks\n"
+	    "                      that pyfs-mount decompresses on demand\n"
+	    "      --block-size=SIZE   raw bytes per compressed block: a power of two from\n"
+	    "                      4K to 1M (K and M suffixes; default 128K)\n"
 	    "      --list          print every entry: mode, links, size, mtime, path\n"
 	    "                      (unprintable name bytes as \\ooo), '-> target' for symlinks\n"
-	    "      --verify        load ARCHIVE, check its structure and every checksum\n"
+	    "      --verify        check ARCHIVE's structure and every checksum, reading\n"
+	    "                      its contents in pieces (a few MiB beyond the metadata)\n"
 	    "      --extract       write ARCHIVE's tree into DIR, which must be empty or\n"
 	    "                      missing; nothing is written unless ARCHIVE verifies\n"
 	    "  -q, --quiet         print only warnings and errors\n"
@@ -77,6 +86,21 @@ static void print_help(void)
 	    "     what)\n"
 	    "  2  usage error\n",
 	    stdout);
+}
+
+/* SIZE of --block-size: digits with an optional K or M suffix. 0 when malformed. */
+static uint32_t parse_size(const char *text)
+{
+	char *end = NULL;
+	unsigned long long v = strtoull(text, &end, 10);
+
+	if (end == text || v == 0 || v > (1u << 20))
+		return 0;
+	if (*end == 'K' || *end == 'k')
+		v <<= 10, end++;
+	else if (*end == 'M' || *end == 'm')
+		v <<= 20, end++;
+	return *end || v > UINT32_MAX ? 0 : (uint32_t)v;
 }
 
 static void usage_error(const char *msg)
@@ -111,8 +135,34 @@ int main(int argc, char **argv)
 	}
 	opts.excludes = excludes;
 
-	while ((c = getopt_long(argc, argv, "p:x:fqvhV", long_options, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "p:x:fz::qvhV", long_options, NULL)) != -1) {
 		switch (c) {
+		case 'z': {
+			char *end = NULL;
+			long level =
+			    optarg ? strtol(optarg, &end, 10) : PACK_COMPRESS_LEVEL_DEFAULT;
+
+			if (optarg && (end == optarg || *end || level < 1 ||
+				       level > PACK_COMPRESS_LEVEL_MAX)) {
+				usage_error("-z LEVEL must be 1..19 (e.g. -z9 or --compress=9)");
+				free(excludes);
+				return PACK_EXIT_USAGE;
+			}
+			opts.compress_level = (int)level;
+			pack_only++;
+			break;
+		}
+		case OPT_BLOCK_SIZE:
+			opts.block_size = parse_size(optarg);
+			if (opts.block_size < PYFS_BLOCK_SIZE_MIN ||
+			    opts.block_size > PYFS_BLOCK_SIZE_MAX ||
+			    (opts.block_size & (opts.block_size - 1))) {
+				usage_error("--block-size must be a power of two from 4K to 1M");
+				free(excludes);
+				return PACK_EXIT_USAGE;
+			}
+			pack_only++;
+			break;
 		case 'p':
 			opts.python = optarg;
 			pack_only++;
@@ -172,7 +222,8 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (command != CMD_PACK && pack_only) {
-		usage_error("--python, --exclude, --no-compile and --force are for packing");
+		usage_error("--python, --exclude, --no-compile, --force, --compress and "
+			    "--block-size are for packing");
 		goto out;
 	}
 	pyfs_log_set_verbosity(PYFS_LOG_INFO, opts.verbose, opts.quiet);
