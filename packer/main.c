@@ -226,6 +226,10 @@ int main(int argc, char **argv)
 			    "--block-size are for packing");
 		goto out;
 	}
+	if (opts.block_size && !opts.compress_level) {
+		usage_error("--block-size is for compressed archives: add -z");
+		goto out;
+	}
 	pyfs_log_set_verbosity(PYFS_LOG_INFO, opts.verbose, opts.quiet);
 
 	argc -= optind;
