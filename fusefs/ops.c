@@ -3,8 +3,11 @@
  *
  * Every handler ends in exactly one fuse_reply_*(). Lookups and reads are
  * bounds-checked O(log n) / O(1) accessors of image.h, so no handler blocks,
- * allocates or logs. Modifying requests get EROFS (the mount is also "ro", so
- * the kernel refuses most of them itself).
+ * allocates or logs. Reads of a compressed image decompress through a block
+ * cache made for each serving thread before serving (ops_prepare_reads); a
+ * thread beyond them shares a spare cache under a lock, and a block that does
+ * not decompress is logged once by the image. Modifying requests get EROFS (the mount is also "ro",
+ * so the kernel refuses most of them itself).
  */
 #include "ops.h"
 

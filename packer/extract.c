@@ -3,13 +3,14 @@
  * fallback where FUSE is missing.
  *
  * Nothing is written before the archive has been validated and every
- * checksum proven. The target directory must be empty (it is created when
- * missing). Everything is created relative to directory descriptors with
- * O_NOFOLLOW/O_EXCL, so nothing outside the target can be reached; hard
- * links are made with linkat() to the first name, whose directory is resolved
- * beneath the target without following symlinks; all-zero blocks of files
- * become holes; modes and mtimes (ns) are set last, a directory's after its
- * contents so a read-only directory can still be filled.
+ * checksum proven. Contents are streamed from the file in pieces of a few
+ * MiB (stream.h), compressed archives decompressed block by block, so an
+ * archive of any size extracts with little more memory than its metadata. The target directory must
+ * be empty (it is created when missing). Everything is created relative to directory descriptors
+ * with O_NOFOLLOW/O_EXCL, so nothing outside the target can be reached; hard links are made with
+ * linkat() to the first name, whose directory is resolved beneath the target without following
+ * symlinks; all-zero blocks of files become holes; modes and mtimes (ns) are set last, a
+ * directory's after its contents so a read-only directory can still be filled.
  */
 #include <dirent.h>
 #include <errno.h>

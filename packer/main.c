@@ -64,7 +64,7 @@ static void print_help(void)
 	    "                      default 9; -z5 or --compress=5), in independent blocks\n"
 	    "                      that pyfs-mount decompresses on demand\n"
 	    "      --block-size=SIZE   raw bytes per compressed block: a power of two from\n"
-	    "                      4K to 1M (K and M suffixes; default 128K)\n"
+	    "                      4K to 1M (K and M suffixes; default 64K)\n"
 	    "      --list          print every entry: mode, links, size, mtime, path\n"
 	    "                      (unprintable name bytes as \\ooo), '-> target' for symlinks\n"
 	    "      --verify        check ARCHIVE's structure and every checksum, reading\n"

@@ -7,8 +7,9 @@
  * files lack valid byte-code and adds the .pyc files it compiles (into a
  * temporary directory, never into a source). Pass 2 (write.c) numbers the
  * tree, finds duplicate contents, and copies every distinct content once into
- * the archive's payload. pack.c runs the whole; list.c and extract.c serve
- * --list, --verify and --extract from the library's validated image.
+ * the archive's payload (compressed in blocks with -z). pack.c runs the
+ * whole; list.c and extract.c serve --list, --verify and --extract from the
+ * library's validated metadata image and a stream of the contents.
  */
 #ifndef PACK_H
 #define PACK_H

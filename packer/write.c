@@ -492,8 +492,14 @@ static int find_duplicates(struct layout *l, struct copier *cp, struct pyfs_err 
 	return ret;
 }
 
-/* Payload offsets: distinct contents in index order, duplicates share. */
-static void assign_offsets(struct layout *l)
+/*
+ * Payload offsets: distinct contents in index order, duplicates share. With
+ * block_size (compressed), a file of at least a block starts on a block
+ * boundary (the zeros before it compress to almost nothing), so the kernel's
+ * aligned reads of it decompress one block each instead of two half ones;
+ * smaller files pack together.
+ */
+static void assign_offsets(struct layout *l, uint32_t block_size)
 {
 	struct pack_inode *inode;
 	uint32_t i;
@@ -502,6 +508,8 @@ static void assign_offsets(struct layout *l)
 		inode = l->inodes[i];
 		if (!S_ISREG(inode->mode) || inode->same_as || inode->size == 0)
 			continue;
+		if (block_size && inode->size >= block_size && l->payload_size % block_size)
+			l->payload_size += block_size - l->payload_size % block_size;
 		inode->data_offset = l->payload_size;
 		l->payload_size += inode->size;
 		l->copy_files++;
@@ -729,6 +737,26 @@ out_close:
 	return ret;
 }
 
+/* Zeros up to payload offset (the block alignment of assign_offsets). */
+static int pad_to(struct copier *cp, uint64_t offset, struct pyfs_err *err)
+{
+	while (cp->flushed + cp->fill < offset) {
+		uint64_t gap = offset - cp->flushed - cp->fill;
+		size_t room = COPY_BUFFER - cp->fill;
+		size_t n = gap < room ? (size_t)gap : room;
+		int ret;
+
+		memset(cp->buf + cp->fill, 0, n);
+		cp->fill += n;
+		if (cp->fill == COPY_BUFFER) {
+			ret = flush(cp, err);
+			if (ret < 0)
+				return ret;
+		}
+	}
+	return 0;
+}
+
 static int copy_all(struct layout *l, struct copier *cp, struct pyfs_err *err)
 {
 	struct pack_inode *inode;
@@ -744,13 +772,18 @@ static int copy_all(struct layout *l, struct copier *cp, struct pyfs_err *err)
 			inode->checksum = empty;
 			continue;
 		}
+		ret = pad_to(cp, inode->data_offset, err);
+		if (ret < 0)
+			return ret;
 		ret = copy_file(cp, inode, err);
 		if (ret < 0)
 			return ret;
 		cp->files_done++;
 		pack_progress_update(&cp->progress, cp->files_done, cp->flushed + cp->fill);
 	}
-	ret = cp->z ? flush_compressed(cp, true, err) : flush(cp, err);
+	ret = pad_to(cp, l->payload_size, err);
+	if (ret == 0)
+		ret = cp->z ? flush_compressed(cp, true, err) : flush(cp, err);
 	if (ret < 0)
 		return ret;
 	if (cp->z && cp->z->next_block != cp->z->block_count) {
@@ -991,7 +1024,7 @@ int pack_write(struct pack_tree *tree, const char *archive, const struct pack_wr
 		goto out_nomem;
 	if (ret < 0)
 		goto out_free;
-	assign_offsets(&l);
+	assign_offsets(&l, opts->level ? opts->block_size : 0);
 	t1 = pyfs_now();
 	stats->hash_seconds = t1 - t0;
 
