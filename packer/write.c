@@ -960,14 +960,37 @@ out_free:
 	return ret;
 }
 
-/* Copy the spool (size bytes) into the archive at offset. */
-static int copy_spool(struct compressor *z, int fd, uint64_t offset, struct pyfs_err *err)
+/* Copy the spool into the archive at offset: in the kernel, or through buf (COPY_BUFFER). */
+static int copy_spool(struct compressor *z, int fd, uint64_t offset, uint8_t *buf,
+		      struct pyfs_err *err)
 {
 	loff_t in = 0, at = (loff_t)offset;
+	bool kernel = true;
 
 	while ((uint64_t)in < z->stored) {
-		ssize_t n = copy_file_range(z->spool_fd, &in, fd, &at, z->stored - (uint64_t)in, 0);
+		size_t want = z->stored - (uint64_t)in < COPY_BUFFER
+				  ? (size_t)(z->stored - (uint64_t)in)
+				  : COPY_BUFFER;
+		ssize_t n = -1;
 
+		if (kernel) {
+			n = copy_file_range(z->spool_fd, &in, fd, &at, want, 0);
+			if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
+				      errno == EOPNOTSUPP)) {
+				kernel = false; /* not between these files: copy through buf */
+				continue;
+			}
+		} else {
+			n = pread(z->spool_fd, buf, want, in);
+			if (n > 0) {
+				int ret = write_all(fd, buf, (size_t)n, (uint64_t)at, err);
+
+				if (ret < 0)
+					return ret;
+				in += n;
+				at += n;
+			}
+		}
 		if (n < 0 && errno == EINTR && !pack_interrupted)
 			continue;
 		if (n <= 0) {
@@ -1069,7 +1092,7 @@ int pack_write(struct pack_tree *tree, const char *archive, const struct pack_wr
 		goto out_unlink;
 	cp.file_offset = pyfs_writer_payload_file_offset(writer);
 	if (cp.z) {
-		ret = copy_spool(cp.z, cp.fd, cp.file_offset, err);
+		ret = copy_spool(cp.z, cp.fd, cp.file_offset, cp.buf, err);
 		if (ret < 0)
 			goto out_abort;
 		pyfs_writer_set_blocks(writer, cp.z->blocks);
