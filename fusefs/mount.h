@@ -28,14 +28,15 @@ struct mount_config {
 	bool foreground;
 	bool ranks_as_nodes;
 	bool verify;
-	bool inflate;		/* --inflate: decompress the whole payload after the pull */
-	bool verbose;		/* rank 0 reports the pull (-v) */
-	bool allow_other;	/* -o allow_other was given */
-	bool has_fsname;	/* -o fsname= was given */
-	bool has_subtype;	/* -o subtype= was given */
-	bool debug;		/* -o debug was given */
-	struct fuse_args args;	/* argv[0] and the -o options left for libfuse */
-	struct ops_options ops; /* our -o options */
+	/* --inflate: decompress the whole payload right after the pull */
+	bool inflate;
+	bool verbose;			       /* rank 0 reports the pull (-v) */
+	bool allow_other;		       /* -o allow_other was given */
+	bool has_fsname;		       /* -o fsname= was given */
+	bool has_subtype;		       /* -o subtype= was given */
+	bool debug;			       /* -o debug was given */
+	struct fuse_args args;		       /* argv[0] and the -o options left for libfuse */
+	struct ops_options ops;		       /* our -o options */
 	struct fuse_conn_info_opts *conn_opts; /* libfuse's connection -o options */
 	int clone_fd;			       /* -o clone_fd */
 	unsigned int max_threads;	       /* -o max_threads=N; 0: libfuse's default */

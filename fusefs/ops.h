@@ -59,13 +59,7 @@ struct ops_cache_slot {
 
 struct ops_fs {
 	struct pyfs_image *image;
-	/* Compressed images: one cache per serving thread, made before serving. */
-	struct ops_cache_slot *caches;
-	unsigned int cache_count;
-	pthread_key_t cache_key;
-	bool cache_key_made;
-	pthread_mutex_t spare_lock; /* guards caches[cache_count - 1] when all are claimed */
-	uid_t uid;		    /* owner of every inode: the user who mounted */
+	uid_t uid; /* owner of every inode: the user who mounted */
 	gid_t gid;
 	struct ops_options options;
 	struct fuse_conn_info_opts *conn_opts; /* libfuse's -o max_readahead=, ... */
@@ -74,6 +68,12 @@ struct ops_fs {
 	unsigned int conn_want; /* capabilities agreed in init, for stats */
 	unsigned int conn_max_readahead;
 	struct ops_counters counters;
+	/* Compressed images: one cache per serving thread, made before serving. */
+	struct ops_cache_slot *caches;
+	unsigned int cache_count;
+	pthread_key_t cache_key;
+	bool cache_key_made;
+	pthread_mutex_t spare_lock; /* guards caches[cache_count - 1] when all are claimed */
 };
 
 /*
