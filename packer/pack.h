@@ -260,7 +260,7 @@ struct pack_write_stats {
 	uint64_t dirents;
 	uint64_t names_size;
 	uint64_t file_bytes;	/* every inode once */
-	uint64_t payload_bytes; /* after dedup */
+	uint64_t payload_bytes; /* after dedup (alignment padding not counted) */
 	uint64_t stored_bytes;	/* after compression (payload_bytes without) */
 	uint64_t blocks;	/* compressed blocks, of which zstd_blocks shrank */
 	uint64_t zstd_blocks;

@@ -69,6 +69,7 @@ struct layout {
 	size_t name_slot_cap;
 	size_t name_slot_count;
 	uint64_t payload_size;
+	uint64_t pad_bytes; /* zeros before block-aligned files (compressed only) */
 	uint64_t file_bytes;
 	uint64_t copy_files; /* distinct non-empty contents */
 	uint64_t files;
@@ -508,8 +509,10 @@ static void assign_offsets(struct layout *l, uint32_t block_size)
 		inode = l->inodes[i];
 		if (!S_ISREG(inode->mode) || inode->same_as || inode->size == 0)
 			continue;
-		if (block_size && inode->size >= block_size && l->payload_size % block_size)
+		if (block_size && inode->size >= block_size && l->payload_size % block_size) {
+			l->pad_bytes += block_size - l->payload_size % block_size;
 			l->payload_size += block_size - l->payload_size % block_size;
+		}
 		inode->data_offset = l->payload_size;
 		l->payload_size += inode->size;
 		l->copy_files++;
@@ -1151,7 +1154,7 @@ int pack_write(struct pack_tree *tree, const char *archive, const struct pack_wr
 	stats->dirents = l.dirent_count;
 	stats->names_size = l.names_size;
 	stats->file_bytes = l.file_bytes;
-	stats->payload_bytes = l.payload_size;
+	stats->payload_bytes = l.payload_size - l.pad_bytes;
 	stats->stored_bytes = shape.payload_size;
 	stats->blocks = shape.block_count;
 	stats->zstd_blocks = cp.z ? cp.z->zstd_blocks : 0;
