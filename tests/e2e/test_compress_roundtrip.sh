@@ -30,6 +30,14 @@ chmod 0750 "$SRC/a/noise.bin"
 "$PYFS_PACK" -q --no-compile --compress=9 --block-size=64K "$WORK/z2.h5" "$SRC" ||
 	fail "second pack -z failed"
 cmp "$WORK/z.h5" "$WORK/z2.h5" || fail "two packs -z of the same tree differ"
+# Usage errors: exit 2 with a message.
+for args in "-z20" "-z0" "--compress=x" "-z --block-size=3000" "-z --block-size=2M" "--block-size=64K"; do
+	rc=0
+	# shellcheck disable=SC2086 # one word per option
+	"$PYFS_PACK" $args "$WORK/bad.h5" "$SRC" 2>"$WORK/usage.err" || rc=$?
+	[ "$rc" -eq 2 ] && [ -s "$WORK/usage.err" ] || fail "pyfs-pack $args: exit $rc, $(cat "$WORK/usage.err")"
+	[ ! -e "$WORK/bad.h5" ] || fail "pyfs-pack $args wrote an archive"
+done
 raw=$(stat -c %s "$WORK/raw.h5")
 z=$(stat -c %s "$WORK/z.h5")
 [ "$z" -lt $((raw * 2 / 3)) ] || fail "compressed archive $z bytes, uncompressed $raw"
