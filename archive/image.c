@@ -35,6 +35,16 @@ struct pyfs_image {
 	uint32_t *parent;
 	struct pyfs_image_totals totals;
 	atomic_bool decode_failure_logged; /* a block failed to decompress at read time */
+	/* Compressed: recent blocks shared by the reader threads (pyfs_image_share_blocks). */
+	struct image_shared_block *shared;
+	unsigned int shared_count;
+	uint8_t *shared_data; /* shared_count blocks of block_size bytes */
+};
+
+/* One slot of the shared cache: block number + 1 (0: empty), guarded by lock. */
+struct image_shared_block {
+	pthread_mutex_t lock;
+	uint64_t tag;
 };
 
 /* What a reader thread keeps of a compressed image (see image.h). */
@@ -754,10 +764,42 @@ void pyfs_image_keep_on_fork(const struct pyfs_image *image)
 	image_buffer_dofork(image->parent, parts->inode_count * sizeof(uint32_t));
 }
 
+static void image_unshare_blocks(struct pyfs_image *image)
+{
+	for (unsigned int i = 0; image->shared && i < image->shared_count; i++)
+		pthread_mutex_destroy(&image->shared[i].lock);
+	free(image->shared);
+	pyfs_buffer_free(image->shared_data,
+			 (uint64_t)image->shared_count * image->parts.block_size);
+	image->shared = NULL;
+	image->shared_data = NULL;
+	image->shared_count = 0;
+}
+
+int pyfs_image_share_blocks(struct pyfs_image *image, unsigned int slots)
+{
+	if (!image->parts.block_size || image->shared || slots == 0)
+		return 0;
+	image->shared = calloc(slots, sizeof(*image->shared));
+	image->shared_data = pyfs_buffer_alloc((uint64_t)slots * image->parts.block_size);
+	if (!image->shared || !image->shared_data) {
+		free(image->shared);
+		image->shared = NULL;
+		pyfs_buffer_free(image->shared_data, (uint64_t)slots * image->parts.block_size);
+		image->shared_data = NULL;
+		return -ENOMEM;
+	}
+	for (unsigned int i = 0; i < slots; i++)
+		pthread_mutex_init(&image->shared[i].lock, NULL);
+	image->shared_count = slots;
+	return 0;
+}
+
 void pyfs_image_destroy(struct pyfs_image *image)
 {
 	if (!image)
 		return;
+	image_unshare_blocks(image);
 	pyfs_buffer_free(image->parent, image->parts.inode_count * sizeof(uint32_t));
 	pyfs_image_parts_free(&image->parts);
 	free(image);
@@ -1136,6 +1178,21 @@ static int image_cached_block(const struct pyfs_image *image, struct pyfs_block_
 	}
 	slot = cache->slots + (size_t)victim * cache->block_size;
 	cache->tag[victim] = 0;
+	if (image->shared) {
+		/* Decoded lately by another thread? A copy costs a tenth of a decode. */
+		struct image_shared_block *sh = &image->shared[block % image->shared_count];
+		uint8_t *data =
+		    image->shared_data + (size_t)(block % image->shared_count) * parts->block_size;
+		bool hit;
+
+		pthread_mutex_lock(&sh->lock);
+		hit = sh->tag == block + 1;
+		if (hit)
+			memcpy(slot, data, pyfs_block_raw_length(parts, block));
+		pthread_mutex_unlock(&sh->lock);
+		if (hit)
+			goto out_cached;
+	}
 	if (pyfs_block_decode(parts, block, parts->payload + blk->offset, slot, cache->dctx) < 0) {
 		bool logged = false;
 
@@ -1146,6 +1203,17 @@ static int image_cached_block(const struct pyfs_image *image, struct pyfs_block_
 				   block);
 		return -EIO;
 	}
+	if (image->shared) {
+		struct image_shared_block *sh = &image->shared[block % image->shared_count];
+		uint8_t *data =
+		    image->shared_data + (size_t)(block % image->shared_count) * parts->block_size;
+
+		pthread_mutex_lock(&sh->lock);
+		memcpy(data, slot, pyfs_block_raw_length(parts, block));
+		sh->tag = block + 1;
+		pthread_mutex_unlock(&sh->lock);
+	}
+out_cached:
 	cache->tag[victim] = block + 1;
 	cache->used[victim] = cache->clock;
 	*out = slot;
@@ -1281,6 +1349,7 @@ int pyfs_image_inflate(struct pyfs_image *image, unsigned int threads, struct py
 			     (uint64_t)atomic_load(&w.failed) - 1);
 		return -EIO;
 	}
+	image_unshare_blocks(image);
 	pyfs_buffer_free(parts->payload, parts->payload_size);
 	pyfs_buffer_free(parts->blocks, parts->block_count * sizeof(struct pyfs_block));
 	parts->payload = w.raw;

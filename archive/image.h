@@ -137,7 +137,16 @@ struct pyfs_block_cache;
 #define PYFS_CACHE_BLOCKS    4u
 #define PYFS_CACHE_REPLY_MAX (UINT32_C(1) << 20) /* FUSE's largest read (256 pages) */
 
-/* NULL without memory. For an uncompressed image it holds nothing (reads point into the payload).
+/*
+ * Before serving a compressed image from several threads: a cache of slots
+ * recently decoded blocks shared by every reader (direct-mapped by block
+ * number, one lock per slot), so that a block one thread decompressed is
+ * copied, not decompressed again, by the next thread that needs it (readers
+ * of neighbouring small files). 0 or -ENOMEM; a no-op when uncompressed.
+ */
+int pyfs_image_share_blocks(struct pyfs_image *image, unsigned int slots);
+
+/* NULL without memory; for an uncompressed image it holds nothing (reads point into the payload).
  */
 struct pyfs_block_cache *pyfs_block_cache_create(const struct pyfs_image *image);
 void pyfs_block_cache_destroy(struct pyfs_block_cache *cache);

@@ -31,6 +31,9 @@
  */
 #define OPS_READDIR_MAX (64u << 10)
 
+/* Recently decoded blocks of a compressed image shared by the serving threads. */
+#define OPS_SHARED_BLOCKS 64u
+
 #define OPS_COUNT(fs, name) atomic_fetch_add_explicit(&(fs)->counters.name, 1, memory_order_relaxed)
 
 void ops_options_default(struct ops_options *options)
@@ -332,7 +335,8 @@ int ops_prepare_reads(struct ops_fs *fs, unsigned int threads)
 			return -ENOMEM;
 		atomic_init(&fs->caches[i].busy, false);
 	}
-	if (pthread_key_create(&fs->cache_key, ops_cache_release) != 0)
+	if (pyfs_image_share_blocks(fs->image, OPS_SHARED_BLOCKS) < 0 ||
+	    pthread_key_create(&fs->cache_key, ops_cache_release) != 0)
 		return -ENOMEM;
 	fs->cache_key_made = true;
 	pthread_mutex_init(&fs->spare_lock, NULL);

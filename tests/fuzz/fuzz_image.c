@@ -587,6 +587,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fuzz_check(image != NULL && parts.inodes == NULL && parts.inode_count == 0,
 		   "create succeeded but did not take the parts");
 	if (pyfs_image_compressed(image)) {
+		fuzz_check(pyfs_image_share_blocks(image, 2) == 0, "no shared cache");
 		fuzz_cache = pyfs_block_cache_create(image);
 		fuzz_check(fuzz_cache != NULL, "no block cache");
 	}

@@ -6,7 +6,9 @@
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -1465,4 +1467,61 @@ ParameterizedTest(size_t *row, image_validate, refuses_lying_block_index)
 	z.block_count = saved.block_count;
 	z.payload_size = saved.payload_size;
 	pyfs_image_parts_free(&z);
+}
+
+/* Threads reading random ranges through their own caches and the shared one. */
+struct reader_arg {
+	unsigned int seed;
+	int failures;
+};
+
+static void *random_reader(void *p)
+{
+	struct reader_arg *arg = p;
+	struct pyfs_block_cache *cache = pyfs_block_cache_create(z_image);
+	uint32_t count = pyfs_image_inode_count(z_image);
+
+	if (!cache) {
+		arg->failures++;
+		return NULL;
+	}
+	for (int n = 0; n < 4000; n++) {
+		uint32_t i = (uint32_t)rand_r(&arg->seed) % count;
+		const struct pyfs_inode *ino = pyfs_image_inode(z_image, i);
+		const uint8_t *want, *got;
+		size_t want_len, got_len;
+		uint64_t off, size;
+
+		if (!S_ISREG(ino->mode) || ino->data_size == 0)
+			continue;
+		off = (uint64_t)rand_r(&arg->seed) % ino->data_size;
+		size = 1 + (uint64_t)rand_r(&arg->seed) % (3 * ZBLOCK);
+		if (pyfs_image_read(raw_image, i, off, size, &want, &want_len) != 0 ||
+		    pyfs_image_read_cached(z_image, cache, i, off, size, &got, &got_len) != 0 ||
+		    got_len != want_len || memcmp(got, want, want_len) != 0)
+			arg->failures++;
+	}
+	pyfs_block_cache_destroy(cache);
+	return NULL;
+}
+
+Test(image_compressed, threads_sharing_decoded_blocks_read_the_raw_bytes, .init = compressed_setup,
+     .fini = compressed_teardown)
+{
+	struct reader_arg args[4];
+	pthread_t tids[4];
+
+	/* Two slots for eight blocks: constant replacement under contention. */
+	cr_assert_eq(pyfs_image_share_blocks(z_image, 2), 0);
+	cr_assert_eq(pyfs_image_share_blocks(raw_image, 2), 0, "a no-op when uncompressed");
+	for (int t = 0; t < 4; t++) {
+		args[t] = (struct reader_arg){.seed = 17u + (unsigned int)t};
+		cr_assert_eq(pthread_create(&tids[t], NULL, random_reader, &args[t]), 0);
+	}
+	for (int t = 0; t < 4; t++) {
+		pthread_join(tids[t], NULL);
+		cr_assert_eq(args[t].failures, 0, "thread %d: %d wrong reads", t, args[t].failures);
+	}
+	/* Inflating drops the shared cache with the compressed payload. */
+	cr_assert_eq(pyfs_image_inflate(z_image, 2, &err), 0, "%s", err.msg);
 }
