@@ -153,6 +153,13 @@ static const struct archive_member archive_inode_members[] = {
     ARCHIVE_MEMBER(pyfs_inode, entry_count, ARCHIVE_U32),
 };
 
+static const struct archive_member archive_block_members[] = {
+    ARCHIVE_MEMBER(pyfs_block, offset, ARCHIVE_U64),
+    ARCHIVE_MEMBER(pyfs_block, checksum, ARCHIVE_U64),
+    ARCHIVE_MEMBER(pyfs_block, stored_size, ARCHIVE_U32),
+    ARCHIVE_MEMBER(pyfs_block, codec, ARCHIVE_U32),
+};
+
 static const struct archive_member archive_dirent_members[] = {
     ARCHIVE_MEMBER(pyfs_dirent, name_offset, ARCHIVE_U64),
     ARCHIVE_MEMBER(pyfs_dirent, name_length, ARCHIVE_U32),
@@ -181,6 +188,13 @@ static const struct archive_record archive_dirent_record = {
     archive_dirent_members,
     ARCHIVE_COUNT(archive_dirent_members),
     sizeof(struct pyfs_dirent),
+};
+
+static const struct archive_record archive_block_record = {
+    PYFS_DSET_BLOCKS,
+    archive_block_members,
+    ARCHIVE_COUNT(archive_block_members),
+    sizeof(struct pyfs_block),
 };
 
 static hid_t archive_int_type(enum archive_int kind, bool on_disk)
@@ -231,6 +245,11 @@ struct pyfs_archive {
 	hid_t dirents;
 	hid_t names;
 	hid_t payload;
+	hid_t blocks; /* version 2 */
+	uint32_t version;
+	uint32_t block_size;
+	uint64_t raw_size;
+	uint64_t block_count;
 	uint64_t file_size;
 	uint64_t inode_count;
 	uint64_t dirent_count;
@@ -370,12 +389,26 @@ static int archive_check_attributes(struct pyfs_archive *a, struct pyfs_err *err
 	ret = archive_read_int_attr(a, PYFS_ATTR_VERSION, H5T_NATIVE_UINT32, &version, err);
 	if (ret)
 		return ret;
-	if (version != PYFS_FORMAT_VERSION) {
+	if (version != PYFS_FORMAT_VERSION && version != PYFS_FORMAT_VERSION_BLOCKS) {
 		pyfs_err_set(err,
-			     "'%s' is pyfs archive version %" PRIu32 "; this pyfs reads version "
-			     "%u: repack it with a matching pyfs-pack",
-			     a->path, version, PYFS_FORMAT_VERSION);
+			     "'%s' is pyfs archive version %" PRIu32 "; this pyfs reads versions "
+			     "%u and %u: repack it with a matching pyfs-pack",
+			     a->path, version, PYFS_FORMAT_VERSION, PYFS_FORMAT_VERSION_BLOCKS);
 		return -EINVAL;
+	}
+	a->version = version;
+	if (version == PYFS_FORMAT_VERSION_BLOCKS) {
+		ret = archive_read_int_attr(a, PYFS_ATTR_BLOCK_SIZE, H5T_NATIVE_UINT32,
+					    &a->block_size, err);
+		if (ret == 0)
+			ret = archive_read_int_attr(a, PYFS_ATTR_RAW_SIZE, H5T_NATIVE_UINT64,
+						    &a->raw_size, err);
+		if (ret)
+			return ret;
+		if (a->block_size == 0) {
+			pyfs_err_set(err, "invalid archive '%s': block size 0", a->path);
+			return -EINVAL;
+		}
 	}
 	ret = archive_read_int_attr(a, PYFS_ATTR_PAYLOAD_CHECKSUM, H5T_NATIVE_UINT64,
 				    &a->payload_checksum, err);
@@ -602,6 +635,7 @@ int pyfs_archive_open(const char *path, struct pyfs_archive **out, struct pyfs_e
 		return -ENOMEM;
 	}
 	a->file = a->inodes = a->dirents = a->names = a->payload = H5I_INVALID_HID;
+	a->blocks = H5I_INVALID_HID;
 
 	ret = archive_probe(path, &a->file_size, &superblock, err);
 	if (ret)
@@ -657,6 +691,12 @@ int pyfs_archive_open(const char *path, struct pyfs_archive **out, struct pyfs_e
 	ret = archive_check_payload_layout(a, err);
 	if (ret)
 		goto out_close;
+	if (a->version == PYFS_FORMAT_VERSION_BLOCKS) {
+		ret = archive_open_dataset(a, PYFS_DSET_BLOCKS, &archive_block_record, UINT64_MAX,
+					   &a->blocks, &a->block_count, err);
+		if (ret)
+			goto out_close;
+	}
 	*out = a;
 	a = NULL;
 out_close:
@@ -669,6 +709,7 @@ void pyfs_archive_close(struct pyfs_archive *archive)
 {
 	if (!archive)
 		return;
+	archive_h5_close(archive->blocks);
 	archive_h5_close(archive->payload);
 	archive_h5_close(archive->names);
 	archive_h5_close(archive->dirents);
@@ -715,13 +756,15 @@ int pyfs_archive_read_metadata(struct pyfs_archive *archive, struct pyfs_image_p
 			       struct pyfs_err *err)
 {
 	hid_t inode_type = H5I_INVALID_HID, dirent_type = H5I_INVALID_HID;
+	hid_t block_type = H5I_INVALID_HID;
 	void *buffer;
 	int ret;
 
 	memset(parts, 0, sizeof(*parts));
 	inode_type = archive_record_type(&archive_inode_record, false);
 	dirent_type = archive_record_type(&archive_dirent_record, false);
-	if (inode_type < 0 || dirent_type < 0) {
+	block_type = archive_record_type(&archive_block_record, false);
+	if (inode_type < 0 || dirent_type < 0 || block_type < 0) {
 		ret = archive_h5_fail(err, -ENOMEM, "cannot read '%s'", archive->path);
 		goto out;
 	}
@@ -743,6 +786,17 @@ int pyfs_archive_read_metadata(struct pyfs_archive *archive, struct pyfs_image_p
 		goto out_free_parts;
 	parts->names = buffer;
 	parts->names_size = archive->names_size;
+	if (archive->version == PYFS_FORMAT_VERSION_BLOCKS) {
+		ret = archive_read_all(archive, archive->blocks, PYFS_DSET_BLOCKS, block_type,
+				       archive->block_count * sizeof(struct pyfs_block), &buffer,
+				       err);
+		if (ret)
+			goto out_free_parts;
+		parts->blocks = buffer;
+		parts->block_count = archive->block_count;
+		parts->block_size = archive->block_size;
+		parts->raw_size = archive->raw_size;
+	}
 	parts->payload_size = archive->payload_size;
 	parts->payload_checksum = archive->payload_checksum;
 	parts->metadata_checksum = archive->metadata_checksum;
@@ -751,6 +805,7 @@ int pyfs_archive_read_metadata(struct pyfs_archive *archive, struct pyfs_image_p
 out_free_parts:
 	pyfs_image_parts_free(parts);
 out:
+	archive_h5_close(block_type);
 	archive_h5_close(dirent_type);
 	archive_h5_close(inode_type);
 	return ret;
@@ -843,6 +898,8 @@ struct pyfs_writer {
 	hid_t dirents;
 	hid_t names;
 	hid_t payload;
+	hid_t blocks;
+	const struct pyfs_block *block_records; /* pyfs_writer_set_blocks() */
 	uint64_t payload_offset;
 };
 
@@ -899,6 +956,7 @@ int pyfs_writer_create(const char *path, const struct pyfs_writer_shape *shape,
 {
 	hid_t fcpl = H5I_INVALID_HID, fapl = H5I_INVALID_HID;
 	hid_t inode_type = H5I_INVALID_HID, dirent_type = H5I_INVALID_HID;
+	hid_t block_type = H5I_INVALID_HID;
 	struct pyfs_writer *w;
 	haddr_t offset;
 	int ret;
@@ -922,6 +980,7 @@ int pyfs_writer_create(const char *path, const struct pyfs_writer_shape *shape,
 	}
 	w->shape = *shape;
 	w->file = w->inodes = w->dirents = w->names = w->payload = H5I_INVALID_HID;
+	w->blocks = H5I_INVALID_HID;
 
 	ret = writer_probe(path, err);
 	if (ret)
@@ -963,6 +1022,15 @@ int pyfs_writer_create(const char *path, const struct pyfs_writer_shape *shape,
 	w->names = writer_create_dataset(w->file, PYFS_DSET_NAMES, H5T_STD_U8LE, shape->names_size);
 	if (w->names < 0)
 		goto out_h5;
+	if (shape->block_size) {
+		block_type = archive_record_type(&archive_block_record, true);
+		if (block_type < 0)
+			goto out_h5;
+		w->blocks = writer_create_dataset(w->file, PYFS_DSET_BLOCKS, block_type,
+						  shape->block_count);
+		if (w->blocks < 0)
+			goto out_h5;
+	}
 	if (shape->payload_size) {
 		offset = H5Dget_offset(w->payload);
 		if (offset == HADDR_UNDEF || offset % PYFS_PAYLOAD_ALIGNMENT) {
@@ -984,6 +1052,7 @@ int pyfs_writer_create(const char *path, const struct pyfs_writer_shape *shape,
 out_h5:
 	ret = archive_h5_fail(err, -EIO, "cannot create archive '%s'", path);
 out:
+	archive_h5_close(block_type);
 	archive_h5_close(dirent_type);
 	archive_h5_close(inode_type);
 	archive_h5_close(fapl);
@@ -1017,10 +1086,20 @@ out:
 	return status;
 }
 
-/* Write the format name, version and both checksums as attributes of the root group. */
-static herr_t writer_attributes(hid_t file, uint64_t payload_checksum, uint64_t metadata_checksum)
+void pyfs_writer_set_blocks(struct pyfs_writer *writer, const struct pyfs_block *blocks)
 {
-	const uint32_t version = PYFS_FORMAT_VERSION;
+	writer->block_records = blocks;
+}
+
+/*
+ * Write the format name, version and both checksums as attributes of the root
+ * group; for a compressed payload also the block size and raw size.
+ */
+static herr_t writer_attributes(hid_t file, const struct pyfs_writer_shape *shape,
+				uint64_t payload_checksum, uint64_t metadata_checksum)
+{
+	const uint32_t version =
+	    shape->block_size ? PYFS_FORMAT_VERSION_BLOCKS : PYFS_FORMAT_VERSION;
 	hid_t format_type = H5I_INVALID_HID;
 	herr_t status = -1;
 
@@ -1037,6 +1116,11 @@ static herr_t writer_attributes(hid_t file, uint64_t payload_checksum, uint64_t 
 	    writer_attribute(file, PYFS_ATTR_METADATA_CHECKSUM, H5T_STD_U64LE, H5T_NATIVE_UINT64,
 			     &metadata_checksum) < 0)
 		goto out;
+	if (shape->block_size && (writer_attribute(file, PYFS_ATTR_BLOCK_SIZE, H5T_STD_U32LE,
+						   H5T_NATIVE_UINT32, &shape->block_size) < 0 ||
+				  writer_attribute(file, PYFS_ATTR_RAW_SIZE, H5T_STD_U64LE,
+						   H5T_NATIVE_UINT64, &shape->raw_size) < 0))
+		goto out;
 	status = 0;
 out:
 	archive_h5_close(format_type);
@@ -1046,7 +1130,7 @@ out:
 /* Close the writer's datasets (each one, whatever fails); -1 if any close failed. */
 static herr_t writer_close_datasets(struct pyfs_writer *w)
 {
-	hid_t *dsets[] = {&w->payload, &w->names, &w->dirents, &w->inodes};
+	hid_t *dsets[] = {&w->blocks, &w->payload, &w->names, &w->dirents, &w->inodes};
 	herr_t status = 0;
 
 	for (size_t i = 0; i < ARCHIVE_COUNT(dsets); i++) {
@@ -1063,15 +1147,35 @@ int pyfs_writer_finish(struct pyfs_writer *writer, const struct pyfs_inode *inod
 {
 	const struct pyfs_writer_shape *shape = &writer->shape;
 	hid_t inode_type = H5I_INVALID_HID, dirent_type = H5I_INVALID_HID;
+	hid_t block_type = H5I_INVALID_HID;
+	struct pyfs_image_parts sealed = {
+	    .inodes = (struct pyfs_inode *)inodes,
+	    .inode_count = shape->inode_count,
+	    .dirents = (struct pyfs_dirent *)dirents,
+	    .dirent_count = shape->dirent_count,
+	    .names = (uint8_t *)names,
+	    .names_size = shape->names_size,
+	    .blocks = (struct pyfs_block *)writer->block_records,
+	    .block_count = shape->block_size ? shape->block_count : 0,
+	};
 	uint64_t metadata_checksum;
 	hid_t file;
 	int ret = 0;
 
-	metadata_checksum = pyfs_metadata_checksum(inodes, shape->inode_count, dirents,
-						   shape->dirent_count, names, shape->names_size);
+	if (shape->block_size && shape->block_count && !writer->block_records) {
+		pyfs_err_set(err, "cannot write archive '%s': no block index given", writer->path);
+		ret = -EINVAL;
+		goto out;
+	}
+	metadata_checksum = pyfs_parts_metadata_checksum(&sealed);
 	inode_type = archive_record_type(&archive_inode_record, false);
 	dirent_type = archive_record_type(&archive_dirent_record, false);
-	if (inode_type < 0 || dirent_type < 0)
+	block_type = archive_record_type(&archive_block_record, false);
+	if (inode_type < 0 || dirent_type < 0 || block_type < 0)
+		goto out_h5;
+	if (shape->block_size && shape->block_count &&
+	    H5Dwrite(writer->blocks, block_type, H5S_ALL, H5S_ALL, H5P_DEFAULT,
+		     writer->block_records) < 0)
 		goto out_h5;
 	if (H5Dwrite(writer->inodes, inode_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, inodes) < 0)
 		goto out_h5;
@@ -1081,7 +1185,7 @@ int pyfs_writer_finish(struct pyfs_writer *writer, const struct pyfs_inode *inod
 	if (shape->names_size &&
 	    H5Dwrite(writer->names, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, names) < 0)
 		goto out_h5;
-	if (writer_attributes(writer->file, payload_checksum, metadata_checksum) < 0)
+	if (writer_attributes(writer->file, shape, payload_checksum, metadata_checksum) < 0)
 		goto out_h5;
 	if (writer_close_datasets(writer) < 0)
 		goto out_h5;
@@ -1094,6 +1198,7 @@ int pyfs_writer_finish(struct pyfs_writer *writer, const struct pyfs_inode *inod
 out_h5:
 	ret = archive_h5_fail(err, -EIO, "cannot write archive '%s'", writer->path);
 out:
+	archive_h5_close(block_type);
 	archive_h5_close(dirent_type);
 	archive_h5_close(inode_type);
 	pyfs_writer_abort(writer);

@@ -43,8 +43,9 @@ uint64_t pyfs_archive_payload_size(const struct pyfs_archive *archive);
 uint64_t pyfs_archive_payload_file_offset(const struct pyfs_archive *archive);
 
 /*
- * Read inodes, dirents, names and both checksums into parts (payload left
- * NULL with payload_size set). Dataset shapes and types are checked.
+ * Read inodes, dirents, names, the block index of a compressed payload and
+ * the checksums into parts (payload left NULL with payload_size set).
+ * Dataset shapes and types are checked.
  */
 int pyfs_archive_read_metadata(struct pyfs_archive *archive, struct pyfs_image_parts *parts,
 			       struct pyfs_err *err);
@@ -66,7 +67,11 @@ struct pyfs_writer_shape {
 	uint64_t inode_count;
 	uint64_t dirent_count;
 	uint64_t names_size;
-	uint64_t payload_size;
+	uint64_t payload_size; /* bytes as stored */
+	/* A compressed (version 2) payload: block_size != 0; see pyfs_format.h. */
+	uint32_t block_size;
+	uint64_t block_count;
+	uint64_t raw_size;
 };
 
 /* Create path (truncating it) with datasets of the given shape. */
@@ -100,6 +105,11 @@ int pyfs_writer_set_environment(struct pyfs_writer *writer, const char *const *i
 				struct pyfs_err *err);
 int pyfs_archive_read_environment(struct pyfs_archive *archive, char **items, size_t *count,
 				  struct pyfs_err *err);
+ * The block index of a compressed payload (shape.block_count records), kept
+ * by pointer until pyfs_writer_finish(), which writes it and covers it by the
+ * metadata checksum. Required when shape.block_size is set.
+ */
+void pyfs_writer_set_blocks(struct pyfs_writer *writer, const struct pyfs_block *blocks);
 
 /* Close without finishing (the caller removes the file). */
 void pyfs_writer_abort(struct pyfs_writer *writer);

@@ -9,11 +9,15 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 #include <xxhash.h>
+#include <zstd.h>
 
 /* st_size and st_blksize reported for directories and every inode. */
 #define IMAGE_DIR_SIZE 4096
@@ -30,6 +34,28 @@ struct pyfs_image {
 	/* The directory holding each inode (one of them for a file with several names). */
 	uint32_t *parent;
 	struct pyfs_image_totals totals;
+	atomic_bool decode_failure_logged; /* a block failed to decompress at read time */
+	/* Compressed: recent blocks shared by the reader threads (pyfs_image_share_blocks). */
+	struct image_shared_block *shared;
+	unsigned int shared_count;
+	uint8_t *shared_data; /* shared_count blocks of block_size bytes */
+};
+
+/* One slot of the shared cache: block number + 1 (0: empty), guarded by lock. */
+struct image_shared_block {
+	pthread_mutex_t lock;
+	uint64_t tag;
+};
+
+/* What a reader thread keeps of a compressed image (see image.h). */
+struct pyfs_block_cache {
+	ZSTD_DCtx *dctx;
+	uint8_t *slots;			  /* PYFS_CACHE_BLOCKS blocks of block_size bytes */
+	uint64_t tag[PYFS_CACHE_BLOCKS];  /* block index + 1; 0: empty */
+	uint64_t used[PYFS_CACHE_BLOCKS]; /* clock of the last use, for LRU */
+	uint64_t clock;
+	uint8_t *reply; /* PYFS_CACHE_REPLY_MAX bytes */
+	uint32_t block_size;
 };
 
 /* Let a child inherit buffer (advisory: MPI libraries mark pages they register DONTFORK). */
@@ -68,7 +94,41 @@ void pyfs_image_parts_free(struct pyfs_image_parts *parts)
 	pyfs_buffer_free(parts->dirents, parts->dirent_count * sizeof(struct pyfs_dirent));
 	pyfs_buffer_free(parts->names, parts->names_size);
 	pyfs_buffer_free(parts->payload, parts->payload_size);
+	pyfs_buffer_free(parts->blocks, parts->block_count * sizeof(struct pyfs_block));
 	memset(parts, 0, sizeof(*parts));
+}
+
+uint64_t pyfs_parts_metadata_checksum(const struct pyfs_image_parts *parts)
+{
+	XXH3_state_t state;
+
+	XXH3_64bits_reset(&state);
+	if (parts->inode_count)
+		XXH3_64bits_update(&state, parts->inodes,
+				   parts->inode_count * sizeof(struct pyfs_inode));
+	if (parts->dirent_count)
+		XXH3_64bits_update(&state, parts->dirents,
+				   parts->dirent_count * sizeof(struct pyfs_dirent));
+	if (parts->names_size)
+		XXH3_64bits_update(&state, parts->names, parts->names_size);
+	if (parts->block_count)
+		XXH3_64bits_update(&state, parts->blocks,
+				   parts->block_count * sizeof(struct pyfs_block));
+	return XXH3_64bits_digest(&state);
+}
+
+/* Bytes of contents that file offsets address: raw_size when compressed. */
+static uint64_t image_content_size(const struct pyfs_image_parts *parts)
+{
+	return parts->block_size ? parts->raw_size : parts->payload_size;
+}
+
+uint64_t pyfs_block_raw_length(const struct pyfs_image_parts *parts, uint64_t block)
+{
+	uint64_t start = block * parts->block_size;
+
+	return parts->raw_size - start < parts->block_size ? parts->raw_size - start
+							   : parts->block_size;
 }
 
 uint64_t pyfs_metadata_checksum(const struct pyfs_inode *inodes, uint64_t inode_count,
@@ -174,12 +234,13 @@ static int image_check_inode(const struct pyfs_image_parts *parts, uint32_t i, s
 		return -EINVAL;
 	}
 	if (type == S_IFREG &&
-	    !image_range_inside(ino->data_offset, ino->data_size, parts->payload_size)) {
+	    !image_range_inside(ino->data_offset, ino->data_size, image_content_size(parts))) {
 		pyfs_err_set(err,
 			     INVALID "inode %" PRIu32 ": file data [offset %" PRIu64
-				     ", size %" PRIu64 "] lies outside the payload (size %" PRIu64
-				     ")",
-			     i, ino->data_offset, ino->data_size, parts->payload_size);
+				     ", size %" PRIu64 "] lies outside the %s (size %" PRIu64 ")",
+			     i, ino->data_offset, ino->data_size,
+			     parts->block_size ? "raw contents" : "payload",
+			     image_content_size(parts));
 		return -EINVAL;
 	}
 	if (type == S_IFLNK) {
@@ -228,6 +289,88 @@ static int image_check_inode(const struct pyfs_image_parts *parts, uint32_t i, s
 				     "(parent %" PRIu32 ", first_entry %" PRIu32
 				     ", entry_count %" PRIu32 "; must be 0)",
 			     i, ino->parent, ino->first_entry, ino->entry_count);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* The block index of a compressed payload (rules in image.h). */
+static int image_check_blocks(const struct pyfs_image_parts *parts, struct pyfs_err *err)
+{
+	uint64_t expected, next = 0;
+	uint32_t bs = parts->block_size;
+
+	if (bs == 0) {
+		if (parts->block_count || parts->raw_size) {
+			pyfs_err_set(err,
+				     INVALID "%" PRIu64 " blocks and raw size %" PRIu64
+					     " without a block size",
+				     parts->block_count, parts->raw_size);
+			return -EINVAL;
+		}
+		return 0;
+	}
+	if (bs < PYFS_BLOCK_SIZE_MIN || bs > PYFS_BLOCK_SIZE_MAX || (bs & (bs - 1))) {
+		pyfs_err_set(err,
+			     INVALID "block size %" PRIu32 " is not a power of two in %" PRIu32
+				     "..%" PRIu32,
+			     bs, PYFS_BLOCK_SIZE_MIN, PYFS_BLOCK_SIZE_MAX);
+		return -EINVAL;
+	}
+	expected = parts->raw_size / bs + (parts->raw_size % bs != 0);
+	if (parts->block_count != expected) {
+		pyfs_err_set(err,
+			     INVALID "%" PRIu64 " blocks for %" PRIu64
+				     " raw bytes in blocks of %" PRIu32 " (expected %" PRIu64 ")",
+			     parts->block_count, parts->raw_size, bs, expected);
+		return -EINVAL;
+	}
+	for (uint64_t b = 0; b < parts->block_count; b++) {
+		const struct pyfs_block *blk = &parts->blocks[b];
+		uint64_t raw = pyfs_block_raw_length(parts, b);
+
+		if (blk->offset != next) {
+			pyfs_err_set(err,
+				     INVALID "block %" PRIu64 ": stored at offset %" PRIu64
+					     " but the previous block ends at %" PRIu64
+					     " (blocks must be contiguous and in order)",
+				     b, blk->offset, next);
+			return -EINVAL;
+		}
+		if (!image_range_inside(blk->offset, blk->stored_size, parts->payload_size)) {
+			pyfs_err_set(err,
+				     INVALID "block %" PRIu64 ": [offset %" PRIu64 ", size %" PRIu32
+					     "] lies outside the payload (size %" PRIu64 ")",
+				     b, blk->offset, blk->stored_size, parts->payload_size);
+			return -EINVAL;
+		}
+		if (blk->codec == PYFS_CODEC_RAW && blk->stored_size != raw) {
+			pyfs_err_set(err,
+				     INVALID "block %" PRIu64 ": stored raw in %" PRIu32
+					     " bytes, but holds %" PRIu64,
+				     b, blk->stored_size, raw);
+			return -EINVAL;
+		}
+		if (blk->codec == PYFS_CODEC_ZSTD &&
+		    (blk->stored_size == 0 || blk->stored_size >= raw)) {
+			pyfs_err_set(err,
+				     INVALID "block %" PRIu64 ": compressed size %" PRIu32
+					     " is not in 1..%" PRIu64 " (its raw length less one)",
+				     b, blk->stored_size, raw - 1);
+			return -EINVAL;
+		}
+		if (blk->codec != PYFS_CODEC_RAW && blk->codec != PYFS_CODEC_ZSTD) {
+			pyfs_err_set(err, INVALID "block %" PRIu64 ": unknown codec %" PRIu32, b,
+				     blk->codec);
+			return -EINVAL;
+		}
+		next = blk->offset + blk->stored_size;
+	}
+	if (next != parts->payload_size) {
+		pyfs_err_set(err,
+			     INVALID "the blocks end at %" PRIu64 " but the payload has %" PRIu64
+				     " bytes",
+			     next, parts->payload_size);
 		return -EINVAL;
 	}
 	return 0;
@@ -476,6 +619,8 @@ static void image_count_totals(const struct pyfs_image_parts *parts,
 	memset(totals, 0, sizeof(*totals));
 	totals->inodes = parts->inode_count;
 	totals->payload_bytes = parts->payload_size;
+	totals->raw_bytes = image_content_size(parts);
+	totals->blocks = parts->block_count;
 	for (uint64_t i = 0; i < parts->inode_count; i++) {
 		switch (parts->inodes[i].mode & S_IFMT) {
 		case S_IFDIR:
@@ -517,8 +662,7 @@ static int image_check(const struct pyfs_image_parts *parts, uint32_t **parent_o
 			     parts->inode_count, parts->dirent_count, UINT32_MAX);
 		goto out;
 	}
-	computed = pyfs_metadata_checksum(parts->inodes, parts->inode_count, parts->dirents,
-					  parts->dirent_count, parts->names, parts->names_size);
+	computed = pyfs_parts_metadata_checksum(parts);
 	if (computed != parts->metadata_checksum) {
 		pyfs_err_set(err,
 			     INVALID "metadata checksum mismatch (stored 0x%016" PRIx64
@@ -526,6 +670,9 @@ static int image_check(const struct pyfs_image_parts *parts, uint32_t **parent_o
 			     parts->metadata_checksum, computed);
 		goto out;
 	}
+	ret = image_check_blocks(parts, err);
+	if (ret)
+		goto out;
 	for (uint32_t i = 0; i < parts->inode_count; i++) {
 		ret = image_check_inode(parts, i, err);
 		if (ret)
@@ -613,23 +760,52 @@ void pyfs_image_keep_on_fork(const struct pyfs_image *image)
 	image_buffer_dofork(parts->dirents, parts->dirent_count * sizeof(struct pyfs_dirent));
 	image_buffer_dofork(parts->names, parts->names_size);
 	image_buffer_dofork(parts->payload, parts->payload_size);
+	image_buffer_dofork(parts->blocks, parts->block_count * sizeof(struct pyfs_block));
 	image_buffer_dofork(image->parent, parts->inode_count * sizeof(uint32_t));
+}
+
+static void image_unshare_blocks(struct pyfs_image *image)
+{
+	for (unsigned int i = 0; image->shared && i < image->shared_count; i++)
+		pthread_mutex_destroy(&image->shared[i].lock);
+	free(image->shared);
+	pyfs_buffer_free(image->shared_data,
+			 (uint64_t)image->shared_count * image->parts.block_size);
+	image->shared = NULL;
+	image->shared_data = NULL;
+	image->shared_count = 0;
+}
+
+int pyfs_image_share_blocks(struct pyfs_image *image, unsigned int slots)
+{
+	if (!image->parts.block_size || image->shared || slots == 0)
+		return 0;
+	image->shared = calloc(slots, sizeof(*image->shared));
+	image->shared_data = pyfs_buffer_alloc((uint64_t)slots * image->parts.block_size);
+	if (!image->shared || !image->shared_data) {
+		free(image->shared);
+		image->shared = NULL;
+		pyfs_buffer_free(image->shared_data, (uint64_t)slots * image->parts.block_size);
+		image->shared_data = NULL;
+		return -ENOMEM;
+	}
+	for (unsigned int i = 0; i < slots; i++)
+		pthread_mutex_init(&image->shared[i].lock, NULL);
+	image->shared_count = slots;
+	return 0;
 }
 
 void pyfs_image_destroy(struct pyfs_image *image)
 {
 	if (!image)
 		return;
+	image_unshare_blocks(image);
 	pyfs_buffer_free(image->parent, image->parts.inode_count * sizeof(uint32_t));
 	pyfs_image_parts_free(&image->parts);
 	free(image);
 }
 
-/*
- * Write the path of index (relative to the root, no leading '/') into buf.
- * A path longer than buf keeps its last components behind ".../".
- */
-static void image_path(const struct pyfs_image *image, uint32_t index, char *buf, size_t size)
+void pyfs_image_path(const struct pyfs_image *image, uint32_t index, char *buf, size_t size)
 {
 	const struct pyfs_image_parts *parts = &image->parts;
 	char path[IMAGE_PATH_MAX];
@@ -675,13 +851,50 @@ static void image_path(const struct pyfs_image *image, uint32_t index, char *buf
 
 int pyfs_image_verify_payload(const struct pyfs_image *image, struct pyfs_err *err)
 {
+	if (!image->parts.payload) {
+		pyfs_err_set(err, "the payload is not loaded");
+		return -EIO;
+	}
 	return pyfs_image_verify_payload_digest(
 	    image, XXH3_64bits(image->parts.payload, image->parts.payload_size), err);
 }
 
+/*
+ * The blocks of a compressed payload are checked here too, whatever computed
+ * the payload's digest: each one's checksum, and that its zstd frame announces
+ * the raw length the index gives it (no decompression).
+ */
 int pyfs_image_verify_payload_digest(const struct pyfs_image *image, uint64_t computed,
 				     struct pyfs_err *err)
 {
+	const struct pyfs_image_parts *parts = &image->parts;
+
+	if (!parts->payload) {
+		pyfs_err_set(err, "the payload is not loaded");
+		return -EIO;
+	}
+	for (uint64_t b = 0; b < parts->block_count; b++) {
+		const struct pyfs_block *blk = &parts->blocks[b];
+		const uint8_t *src = parts->payload + blk->offset;
+		uint64_t block_sum = XXH3_64bits(src, blk->stored_size);
+
+		if (block_sum != blk->checksum) {
+			pyfs_err_set(err,
+				     "block %" PRIu64 " checksum mismatch (stored 0x%016" PRIx64
+				     ", computed 0x%016" PRIx64 ")",
+				     b, blk->checksum, block_sum);
+			return -EIO;
+		}
+		if (blk->codec == PYFS_CODEC_ZSTD &&
+		    ZSTD_getFrameContentSize(src, blk->stored_size) !=
+			pyfs_block_raw_length(parts, b)) {
+			pyfs_err_set(err,
+				     "block %" PRIu64 ": the zstd frame does not announce its "
+				     "%" PRIu64 " raw bytes",
+				     b, pyfs_block_raw_length(parts, b));
+			return -EIO;
+		}
+	}
 	if (computed != image->parts.payload_checksum) {
 		pyfs_err_set(err,
 			     "payload checksum mismatch (stored 0x%016" PRIx64
@@ -697,6 +910,11 @@ int pyfs_image_verify_files(const struct pyfs_image *image, struct pyfs_err *err
 	const struct pyfs_image_parts *parts = &image->parts;
 	char path[IMAGE_PATH_MAX];
 
+	if (!parts->payload || parts->block_size) {
+		pyfs_err_set(err, "file checksums of a %s payload need a stream (stream.h)",
+			     parts->payload ? "compressed" : "missing");
+		return -EIO;
+	}
 	for (uint32_t i = 0; i < parts->inode_count; i++) {
 		const struct pyfs_inode *ino = &parts->inodes[i];
 		const uint8_t *base;
@@ -714,7 +932,7 @@ int pyfs_image_verify_files(const struct pyfs_image *image, struct pyfs_err *err
 		}
 		computed = XXH3_64bits(base + ino->data_offset, ino->data_size);
 		if (computed != ino->checksum) {
-			image_path(image, i, path, sizeof(path));
+			pyfs_image_path(image, i, path, sizeof(path));
 			pyfs_err_set(err,
 				     "checksum mismatch in '%s' (stored 0x%016" PRIx64
 				     ", computed 0x%016" PRIx64 ")",
@@ -862,6 +1080,8 @@ int pyfs_image_read(const struct pyfs_image *image, uint32_t index, uint64_t off
 		return -EISDIR;
 	if ((ino->mode & S_IFMT) != S_IFREG)
 		return -EINVAL;
+	if (!image->parts.payload || image->parts.block_size)
+		return -EIO;
 	avail = offset < ino->data_size ? ino->data_size - offset : 0;
 	*data = image->parts.payload + ino->data_offset + (ino->data_size - avail);
 	*len = (size_t)(size < avail ? size : avail);
@@ -918,4 +1138,272 @@ uint64_t pyfs_checksum_digest(const struct pyfs_checksum *sum)
 void pyfs_checksum_destroy(struct pyfs_checksum *sum)
 {
 	free(sum);
+}
+
+const struct pyfs_image_parts *pyfs_image_parts(const struct pyfs_image *image)
+{
+	return &image->parts;
+}
+
+bool pyfs_image_compressed(const struct pyfs_image *image)
+{
+	return image->parts.block_size != 0;
+}
+
+/* --- compressed payloads: decoding, the per-thread cache, inflating ---------------------- */
+
+int pyfs_block_decode(const struct pyfs_image_parts *parts, uint64_t block, const uint8_t *src,
+		      uint8_t *dst, struct ZSTD_DCtx_s *dctx)
+{
+	const struct pyfs_block *blk = &parts->blocks[block];
+	uint64_t raw = pyfs_block_raw_length(parts, block);
+	size_t n;
+
+	if (blk->codec == PYFS_CODEC_RAW) {
+		memcpy(dst, src, raw);
+		return 0;
+	}
+	n = dctx ? ZSTD_decompressDCtx(dctx, dst, raw, src, blk->stored_size)
+		 : ZSTD_decompress(dst, raw, src, blk->stored_size);
+	return ZSTD_isError(n) || n != raw ? -EIO : 0;
+}
+
+struct pyfs_block_cache *pyfs_block_cache_create(const struct pyfs_image *image)
+{
+	struct pyfs_block_cache *cache = calloc(1, sizeof(*cache));
+	uint32_t bs = image->parts.block_size;
+
+	if (!cache || !bs)
+		return cache;
+	cache->block_size = bs;
+	cache->dctx = ZSTD_createDCtx();
+	cache->slots = pyfs_buffer_alloc((uint64_t)PYFS_CACHE_BLOCKS * bs);
+	cache->reply = pyfs_buffer_alloc(PYFS_CACHE_REPLY_MAX);
+	if (!cache->dctx || !cache->slots || !cache->reply) {
+		pyfs_block_cache_destroy(cache);
+		return NULL;
+	}
+	return cache;
+}
+
+void pyfs_block_cache_destroy(struct pyfs_block_cache *cache)
+{
+	if (!cache)
+		return;
+	ZSTD_freeDCtx(cache->dctx);
+	pyfs_buffer_free(cache->slots, (uint64_t)PYFS_CACHE_BLOCKS * cache->block_size);
+	pyfs_buffer_free(cache->reply, PYFS_CACHE_REPLY_MAX);
+	free(cache);
+}
+
+/* The raw bytes of block: in the payload (stored raw), cached, or decoded into the LRU slot. */
+static int image_cached_block(const struct pyfs_image *image, struct pyfs_block_cache *cache,
+			      uint64_t block, const uint8_t **out)
+{
+	const struct pyfs_image_parts *parts = &image->parts;
+	const struct pyfs_block *blk = &parts->blocks[block];
+	unsigned int victim = 0;
+	uint8_t *slot;
+
+	if (blk->codec == PYFS_CODEC_RAW) {
+		*out = parts->payload + blk->offset;
+		return 0;
+	}
+	cache->clock++;
+	for (unsigned int i = 0; i < PYFS_CACHE_BLOCKS; i++) {
+		if (cache->tag[i] == block + 1) {
+			cache->used[i] = cache->clock;
+			*out = cache->slots + (size_t)i * cache->block_size;
+			return 0;
+		}
+		if (cache->used[i] < cache->used[victim])
+			victim = i;
+	}
+	slot = cache->slots + (size_t)victim * cache->block_size;
+	cache->tag[victim] = 0;
+	if (image->shared) {
+		/* Decoded lately by another thread? A copy costs a tenth of a decode. */
+		struct image_shared_block *sh = &image->shared[block % image->shared_count];
+		uint8_t *data =
+		    image->shared_data + (size_t)(block % image->shared_count) * parts->block_size;
+		bool hit;
+
+		pthread_mutex_lock(&sh->lock);
+		hit = sh->tag == block + 1;
+		if (hit)
+			memcpy(slot, data, pyfs_block_raw_length(parts, block));
+		pthread_mutex_unlock(&sh->lock);
+		if (hit)
+			goto out_cached;
+	}
+	if (pyfs_block_decode(parts, block, parts->payload + blk->offset, slot, cache->dctx) < 0) {
+		bool logged = false;
+
+		if (atomic_compare_exchange_strong(
+			&((struct pyfs_image *)image)->decode_failure_logged, &logged, true))
+			pyfs_error("cannot decompress block %" PRIu64 " of the payload: reads of "
+				   "it fail with EIO (logged once)",
+				   block);
+		return -EIO;
+	}
+	if (image->shared) {
+		struct image_shared_block *sh = &image->shared[block % image->shared_count];
+		uint8_t *data =
+		    image->shared_data + (size_t)(block % image->shared_count) * parts->block_size;
+
+		pthread_mutex_lock(&sh->lock);
+		memcpy(data, slot, pyfs_block_raw_length(parts, block));
+		sh->tag = block + 1;
+		pthread_mutex_unlock(&sh->lock);
+	}
+out_cached:
+	cache->tag[victim] = block + 1;
+	cache->used[victim] = cache->clock;
+	*out = slot;
+	return 0;
+}
+
+int pyfs_image_read_cached(const struct pyfs_image *image, struct pyfs_block_cache *cache,
+			   uint32_t index, uint64_t offset, uint64_t size, const uint8_t **data,
+			   size_t *len)
+{
+	const struct pyfs_image_parts *parts = &image->parts;
+	const struct pyfs_inode *ino = pyfs_image_inode(image, index);
+	uint64_t avail, start, end, bs = parts->block_size, first, last;
+	const uint8_t *block;
+	int rc;
+
+	if (!parts->block_size || !ino || (ino->mode & S_IFMT) != S_IFREG)
+		return pyfs_image_read(image, index, offset, size, data, len);
+	if (!parts->payload || !cache || !cache->block_size)
+		return -EIO;
+	avail = offset < ino->data_size ? ino->data_size - offset : 0;
+	if (size > avail)
+		size = avail;
+	if (size > PYFS_CACHE_REPLY_MAX)
+		size = PYFS_CACHE_REPLY_MAX;
+	*data = cache->reply;
+	*len = 0;
+	if (size == 0)
+		return 0;
+	start = ino->data_offset + offset;
+	end = start + size;
+	first = start / bs;
+	last = (end - 1) / bs;
+	if (first == last) {
+		rc = image_cached_block(image, cache, first, &block);
+		if (rc < 0)
+			return rc;
+		*data = block + (start - first * bs);
+		*len = (size_t)size;
+		return 0;
+	}
+	for (uint64_t b = first; b <= last; b++) {
+		uint64_t from = b == first ? start - b * bs : 0;
+		uint64_t to = b == last ? end - b * bs : bs;
+
+		rc = image_cached_block(image, cache, b, &block);
+		if (rc < 0)
+			return rc;
+		memcpy(cache->reply + (b * bs + from - start), block + from, to - from);
+	}
+	*len = (size_t)size;
+	return 0;
+}
+
+/* Work shared by the threads of pyfs_image_inflate(). */
+struct image_inflate {
+	const struct pyfs_image_parts *parts;
+	uint8_t *raw;
+	atomic_uint_fast64_t next;
+	atomic_uint_fast64_t failed; /* first failing block + 1 seen; 0: none */
+	atomic_bool nomem;
+};
+
+static void *image_inflate_worker(void *arg)
+{
+	struct image_inflate *w = arg;
+	ZSTD_DCtx *dctx = ZSTD_createDCtx();
+
+	if (!dctx) {
+		atomic_store(&w->nomem, true);
+		return NULL;
+	}
+	for (;;) {
+		uint64_t b = atomic_fetch_add(&w->next, 1);
+		const struct pyfs_block *blk;
+
+		if (b >= w->parts->block_count || atomic_load(&w->failed) || atomic_load(&w->nomem))
+			break;
+		blk = &w->parts->blocks[b];
+		if (pyfs_block_decode(w->parts, b, w->parts->payload + blk->offset,
+				      w->raw + b * w->parts->block_size, dctx) < 0) {
+			uint_fast64_t none = 0;
+
+			atomic_compare_exchange_strong(&w->failed, &none, b + 1);
+		}
+	}
+	ZSTD_freeDCtx(dctx);
+	return NULL;
+}
+
+#define IMAGE_INFLATE_THREADS_MAX 256u
+
+int pyfs_image_inflate(struct pyfs_image *image, unsigned int threads, struct pyfs_err *err)
+{
+	struct pyfs_image_parts *parts = &image->parts;
+	pthread_t tids[IMAGE_INFLATE_THREADS_MAX];
+	struct image_inflate w = {.parts = parts};
+	unsigned int started = 0;
+	long cpus;
+
+	if (!parts->block_size)
+		return 0;
+	if (!parts->payload) {
+		pyfs_err_set(err, "cannot inflate: the payload is not loaded");
+		return -EIO;
+	}
+	if (threads == 0) {
+		cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		threads = cpus > 0 ? (unsigned int)cpus : 1;
+	}
+	if (threads > IMAGE_INFLATE_THREADS_MAX)
+		threads = IMAGE_INFLATE_THREADS_MAX;
+	w.raw = pyfs_buffer_alloc(parts->raw_size);
+	if (!w.raw) {
+		pyfs_err_set(err, "cannot inflate the payload (%" PRIu64 " bytes): %s",
+			     parts->raw_size, strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	/* This thread works too; threads that cannot start leave their share to the others. */
+	for (unsigned int i = 1; i < threads; i++)
+		if (pthread_create(&tids[started], NULL, image_inflate_worker, &w) == 0)
+			started++;
+	image_inflate_worker(&w);
+	for (unsigned int i = 0; i < started; i++)
+		pthread_join(tids[i], NULL);
+	if (atomic_load(&w.failed) || atomic_load(&w.nomem)) {
+		pyfs_buffer_free(w.raw, parts->raw_size);
+		if (atomic_load(&w.nomem)) {
+			pyfs_err_set(err, "cannot inflate the payload: %s", strerror(ENOMEM));
+			return -ENOMEM;
+		}
+		pyfs_err_set(err, "cannot decompress block %" PRIu64 " of the payload",
+			     (uint64_t)atomic_load(&w.failed) - 1);
+		return -EIO;
+	}
+	image_unshare_blocks(image);
+	pyfs_buffer_free(parts->payload, parts->payload_size);
+	pyfs_buffer_free(parts->blocks, parts->block_count * sizeof(struct pyfs_block));
+	parts->payload = w.raw;
+	parts->payload_size = parts->raw_size;
+	parts->blocks = NULL;
+	parts->block_count = 0;
+	parts->block_size = 0;
+	parts->raw_size = 0;
+	/* The stored checksum was of the compressed bytes, verified before. */
+	parts->payload_checksum = XXH3_64bits(parts->payload, parts->payload_size);
+	image->totals.payload_bytes = parts->payload_size;
+	image->totals.blocks = 0;
+	return 0;
 }

@@ -41,10 +41,15 @@ struct pyfs_image_parts {
 	uint64_t dirent_count;
 	uint8_t *names;
 	uint64_t names_size;
-	uint8_t *payload;
-	uint64_t payload_size;
+	uint8_t *payload;	    /* NULL: an image of the metadata only (see below) */
+	uint64_t payload_size;	    /* bytes as stored */
 	uint64_t payload_checksum;  /* from the archive's attributes */
 	uint64_t metadata_checksum; /* from the archive's attributes */
+	/* Version 2 (compressed blocks); all 0 and NULL for an uncompressed payload. */
+	struct pyfs_block *blocks;
+	uint64_t block_count;
+	uint32_t block_size; /* raw bytes per block; 0: the payload is not compressed */
+	uint64_t raw_size;   /* bytes of contents the blocks decode to */
 };
 
 /* Free every buffer of parts and zero it (for error paths before create). */
@@ -71,7 +76,18 @@ void pyfs_image_parts_free(struct pyfs_image_parts *parts);
  *  - the tree: the root is a directory and its own parent; every other inode
  *    is named at least once; every directory is named exactly once, by its
  *    parent, and is reachable from the root (no cycles, no directory hard
- *    links); directory entry ranges do not overlap; nlink matches.
+ *    links); directory entry ranges do not overlap; nlink matches;
+ *  - the block index (compressed payloads, checked before the inodes, whose
+ *    file ranges then lie inside raw_size): block_size a power of two in
+ *    PYFS_BLOCK_SIZE_MIN..MAX; block_count = raw_size / block_size rounded
+ *    up; each block starts where the previous one ends (the first at 0: no
+ *    gaps, no overlaps) and the last ends at payload_size; codec raw with
+ *    stored_size = the block's raw length, or zstd with 1 <= stored_size <
+ *    that length.
+ * The bytes of the blocks (checksums, zstd frame headers) are checked by
+ * pyfs_image_verify_payload(). parts->payload may be NULL: the image then
+ * serves the tree and metadata only (pyfs-pack --list, streamed --verify and
+ * --extract), and reads of file contents fail with -EIO.
  */
 int pyfs_image_create(struct pyfs_image_parts *parts, struct pyfs_image **out,
 		      struct pyfs_err *err);
@@ -92,8 +108,80 @@ void pyfs_image_destroy(struct pyfs_image *image);
  */
 void pyfs_image_keep_on_fork(const struct pyfs_image *image);
 
-/* Check the payload against payload_checksum. 0 or -EIO (err says so). */
+/*
+ * Check the payload against payload_checksum and, when compressed, every
+ * block against its checksum and every zstd block's frame header against its
+ * raw length (no decompression). 0 or -EIO (err names the block).
+ */
 int pyfs_image_verify_payload(const struct pyfs_image *image, struct pyfs_err *err);
+
+/* Does image hold a compressed (version 2) payload? */
+bool pyfs_image_compressed(const struct pyfs_image *image);
+
+/*
+ * Decompress every block of a compressed image into one raw payload with
+ * threads threads (0: one per online CPU), then free the compressed one; the
+ * image then serves like an uncompressed one. Any block that fails to
+ * decompress fails the whole (-EIO, err names it; the image is unchanged).
+ * No-op on an uncompressed image. 0, -EIO or -ENOMEM.
+ */
+int pyfs_image_inflate(struct pyfs_image *image, unsigned int threads, struct pyfs_err *err);
+
+/*
+ * Decompressed blocks of one reader thread: a few recent blocks and a reply
+ * buffer of PYFS_CACHE_REPLY_MAX bytes for reads that span blocks. Created
+ * once per thread before serving; reads through it never allocate.
+ */
+struct pyfs_block_cache;
+
+#define PYFS_CACHE_BLOCKS    4u
+#define PYFS_CACHE_REPLY_MAX (UINT32_C(1) << 20) /* FUSE's largest read (256 pages) */
+
+/*
+ * Before serving a compressed image from several threads: a cache of slots
+ * recently decoded blocks shared by every reader (direct-mapped by block
+ * number, one lock per slot), so that a block one thread decompressed is
+ * copied, not decompressed again, by the next thread that needs it (readers
+ * of neighbouring small files). 0 or -ENOMEM; a no-op when uncompressed.
+ */
+int pyfs_image_share_blocks(struct pyfs_image *image, unsigned int slots);
+
+/* NULL without memory; for an uncompressed image it holds nothing (reads point into the payload).
+ */
+struct pyfs_block_cache *pyfs_block_cache_create(const struct pyfs_image *image);
+void pyfs_block_cache_destroy(struct pyfs_block_cache *cache);
+
+/*
+ * pyfs_image_read() for any image: up to size bytes (at most
+ * PYFS_CACHE_REPLY_MAX) of file index from offset. Points into the payload
+ * (uncompressed), into a cached block, or into cache's reply buffer (valid
+ * until the next read through cache). A block that fails to decompress
+ * gives -EIO; the first such failure of an image is logged once.
+ */
+int pyfs_image_read_cached(const struct pyfs_image *image, struct pyfs_block_cache *cache,
+			   uint32_t index, uint64_t offset, uint64_t size, const uint8_t **data,
+			   size_t *len);
+
+/*
+ * Decompress block of parts (a validated compressed image's parts, or the
+ * parts pyfs_image_create() accepted) from stored bytes src into dst (raw
+ * length of the block). 0 or -EIO. dctx is a ZSTD_DCtx (NULL: one is made).
+ */
+struct ZSTD_DCtx_s;
+int pyfs_block_decode(const struct pyfs_image_parts *parts, uint64_t block, const uint8_t *src,
+		      uint8_t *dst, struct ZSTD_DCtx_s *dctx);
+
+/* Raw length of block of parts (block_size, the last one shorter). */
+uint64_t pyfs_block_raw_length(const struct pyfs_image_parts *parts, uint64_t block);
+
+/* The parts of image (read-only), for streaming readers. */
+const struct pyfs_image_parts *pyfs_image_parts(const struct pyfs_image *image);
+
+/*
+ * The path of index from the root (no leading '/', control bytes escaped,
+ * a too-long path keeps its end behind ".../"), for messages.
+ */
+void pyfs_image_path(const struct pyfs_image *image, uint32_t index, char *buf, size_t size);
 
 /*
  * Check every regular file and symlink against its own checksum; err names
@@ -141,8 +229,9 @@ uint64_t pyfs_image_entry_count(const struct pyfs_image *image, uint32_t dir);
 
 /*
  * Up to size bytes of regular file index from offset: *data points into the
- * payload, *len is 0 at or past the end. Returns 0, -EISDIR, or -EINVAL (not
- * a regular file, or index out of range).
+ * payload, *len is 0 at or past the end. Returns 0, -EISDIR, -EINVAL (not
+ * a regular file, or index out of range), or -EIO when the image holds no
+ * raw payload (compressed: see pyfs_image_read_cached; metadata only).
  */
 int pyfs_image_read(const struct pyfs_image *image, uint32_t index, uint64_t offset, uint64_t size,
 		    const uint8_t **data, size_t *len);
@@ -158,7 +247,9 @@ struct pyfs_image_totals {
 	uint64_t files;
 	uint64_t symlinks;
 	uint64_t file_bytes;	/* sum of file sizes, each inode once */
-	uint64_t payload_bytes; /* stored: file_bytes less what dedup saved */
+	uint64_t payload_bytes; /* stored: file_bytes less what dedup saved (and compression) */
+	uint64_t raw_bytes;	/* contents before compression (payload_bytes when none) */
+	uint64_t blocks;	/* compressed blocks (0: not compressed) */
 	uint64_t depth;		/* levels of directories below the root (0: none) */
 };
 
@@ -167,7 +258,7 @@ void pyfs_image_get_totals(const struct pyfs_image *image, struct pyfs_image_tot
 /* The payload, for tools that compare or hash it as a whole. */
 const uint8_t *pyfs_image_payload(const struct pyfs_image *image, uint64_t *size);
 
-/* XXH3-64 of inodes, dirents and names as stored: the metadata checksum. */
+/* XXH3-64 of inodes, dirents and names as stored: the metadata checksum (version 1). */
 uint64_t pyfs_metadata_checksum(const struct pyfs_inode *inodes, uint64_t inode_count,
 				const struct pyfs_dirent *dirents, uint64_t dirent_count,
 				const uint8_t *names, uint64_t names_size);
@@ -191,5 +282,8 @@ void pyfs_checksum_destroy(struct pyfs_checksum *sum);
  */
 int pyfs_image_verify_payload_digest(const struct pyfs_image *image, uint64_t computed,
 				     struct pyfs_err *err);
+
+/* The metadata checksum of parts: pyfs_metadata_checksum(), then the blocks if any. */
+uint64_t pyfs_parts_metadata_checksum(const struct pyfs_image_parts *parts);
 
 #endif /* PYFS_IMAGE_H */

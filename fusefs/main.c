@@ -53,6 +53,7 @@ enum {
 	OPT_EXCHANGE,
 	OPT_READERS,
 	OPT_CHUNK,
+	OPT_INFLATE,
 };
 
 /* --timeout default: ample for a pull of many GiB, short of a job's walltime. */
@@ -106,6 +107,10 @@ static void mount_usage(FILE *out)
 	    "      --ranks-as-nodes   every MPI rank acts as its own node (to test several\n"
 	    "                         nodes on one machine)\n"
 	    "      --no-verify        skip the payload checksum (computed during the pull)\n"
+	    "      --inflate          decompress a compressed archive (pyfs-pack -z) into\n"
+	    "                         RAM right after the pull, on every core, instead of\n"
+	    "                         block by block as files are read: more memory, no\n"
+	    "                         decompression while serving\n"
 	    "      --ready-file=PATH  once mounted, write the serving PID to PATH (atomically;\n"
 	    "                         removed at unmount): a readiness signal with -f\n"
 	    "      --timeout=SECONDS  give up when the pull has not finished after SECONDS\n"
@@ -346,6 +351,7 @@ static int mount_parse(int argc, char **argv, struct mount_config *config)
 	    {"foreground", no_argument, NULL, 'f'},
 	    {"ranks-as-nodes", no_argument, NULL, OPT_RANKS_AS_NODES},
 	    {"no-verify", no_argument, NULL, OPT_NO_VERIFY},
+	    {"inflate", no_argument, NULL, OPT_INFLATE},
 	    {"ready-file", required_argument, NULL, OPT_READY_FILE},
 	    {"timeout", required_argument, NULL, OPT_TIMEOUT},
 	    {"stats", no_argument, NULL, OPT_STATS},
@@ -374,6 +380,9 @@ static int mount_parse(int argc, char **argv, struct mount_config *config)
 			break;
 		case OPT_NO_VERIFY:
 			config->verify = false;
+			break;
+		case OPT_INFLATE:
+			config->inflate = true;
 			break;
 		case OPT_READY_FILE:
 			config->ready_file = optarg;
@@ -481,6 +490,7 @@ struct mount_state {
 	double verify_seconds;
 	struct mount_lock lock; /* of the mountpoint, from step 1c until the mount is up */
 	struct mount_loop loop; /* the serving threads' stacks and buffers, from step 2b */
+	double inflate_seconds;
 };
 
 /*
@@ -675,7 +685,17 @@ static int mount_make_image(const struct mount_config *config, struct mount_stat
 	if (rc == 0 && !config->verify)
 		pyfs_debug("payload checksum not verified (--no-verify)");
 	state->verify_seconds = pyfs_now() - start;
+	/* Compressed archives: inflated now (--inflate), or caches for decompressing reads. */
+	start = pyfs_now();
+	if (rc == 0 && config->inflate)
+		rc = pyfs_image_inflate(state->image, 0, err);
+	state->inflate_seconds = pyfs_now() - start;
 	state->fs.image = state->image;
+	if (rc == 0 &&
+	    ops_prepare_reads(&state->fs, config->max_threads ? config->max_threads : 10) < 0) {
+		pyfs_err_set(err, "cannot allocate the decompression caches: %s", strerror(ENOMEM));
+		rc = -ENOMEM;
+	}
 	if (rc < 0) {
 		char msg[sizeof(err->msg)];
 
@@ -779,6 +799,8 @@ static void mount_report(const struct mount_config *config, struct mount_state *
 		  s->payload_size
 		      ? (double)moved / (double)s->payload_size / (double)state->world.node_count
 		      : 0.0);
+	if (config->inflate)
+		pyfs_info("inflated the payload in %.3f s", state->inflate_seconds);
 	pyfs_info("RSS %.1f MiB for a %.1f MiB payload", MIB(mount_rss_bytes()),
 		  MIB(s->payload_size));
 out_free:
@@ -792,6 +814,7 @@ static void mount_state_free(struct mount_state *state)
 	mount_loop_free(&state->loop);
 	if (state->se)
 		fuse_session_destroy(state->se);
+	ops_release_reads(&state->fs);
 	if (state->image)
 		pyfs_image_destroy(state->image);
 	else

@@ -30,6 +30,8 @@ struct mount_config {
 	bool foreground;
 	bool ranks_as_nodes;
 	bool verify;
+	/* --inflate: decompress the whole payload right after the pull */
+	bool inflate;
 	bool verbose;			       /* rank 0 reports the pull (-v) */
 	bool allow_other;		       /* -o allow_other was given */
 	bool has_fsname;		       /* -o fsname= was given */

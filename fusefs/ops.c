@@ -3,8 +3,11 @@
  *
  * Every handler ends in exactly one fuse_reply_*(). Lookups and reads are
  * bounds-checked O(log n) / O(1) accessors of image.h, so no handler blocks,
- * allocates or logs. Modifying requests get EROFS (the mount is also "ro", so
- * the kernel refuses most of them itself).
+ * allocates or logs. Reads of a compressed image decompress through a block
+ * cache made for each serving thread before serving (ops_prepare_reads); a
+ * thread beyond them shares a spare cache under a lock, and a block that does
+ * not decompress is logged once by the image. Modifying requests get EROFS (the mount is also "ro",
+ * so the kernel refuses most of them itself).
  */
 #include "ops.h"
 
@@ -12,6 +15,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
 
@@ -37,6 +41,9 @@
  * the names looked up later cost a lookup. Measured: docs/PERFORMANCE.md.
  */
 #define OPS_READDIRPLUS_MAX_ENTRIES 512u
+
+/* Recently decoded blocks of a compressed image shared by the serving threads. */
+#define OPS_SHARED_BLOCKS 64u
 
 #define OPS_COUNT(fs, name) atomic_fetch_add_explicit(&(fs)->counters.name, 1, memory_order_relaxed)
 
@@ -325,11 +332,110 @@ static void ops_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t o
 	ops_readdir_common(req, ino, size, off, true);
 }
 
+/* A serving thread gives its cache back when it ends. */
+static void ops_cache_release(void *slot)
+{
+	atomic_store(&((struct ops_cache_slot *)slot)->busy, false);
+}
+
+int ops_prepare_reads(struct ops_fs *fs, unsigned int threads)
+{
+	if (!pyfs_image_compressed(fs->image))
+		return 0;
+	/* The last slot is the spare, never claimed. */
+	fs->cache_count = threads + 1;
+	fs->caches = calloc(fs->cache_count, sizeof(*fs->caches));
+	if (!fs->caches)
+		return -ENOMEM;
+	for (unsigned int i = 0; i < fs->cache_count; i++) {
+		fs->caches[i].cache = pyfs_block_cache_create(fs->image);
+		if (!fs->caches[i].cache)
+			return -ENOMEM;
+		atomic_init(&fs->caches[i].busy, false);
+	}
+	if (pyfs_image_share_blocks(fs->image, OPS_SHARED_BLOCKS) < 0 ||
+	    pthread_key_create(&fs->cache_key, ops_cache_release) != 0)
+		return -ENOMEM;
+	fs->cache_key_made = true;
+	pthread_mutex_init(&fs->spare_lock, NULL);
+	return 0;
+}
+
+void ops_release_reads(struct ops_fs *fs)
+{
+	for (unsigned int i = 0; fs->caches && i < fs->cache_count; i++)
+		pyfs_block_cache_destroy(fs->caches[i].cache);
+	free(fs->caches);
+	fs->caches = NULL;
+	if (fs->cache_key_made) {
+		pthread_key_delete(fs->cache_key);
+		pthread_mutex_destroy(&fs->spare_lock);
+		fs->cache_key_made = false;
+	}
+}
+
+/* This thread's cache slot, claimed on its first read; NULL when all are taken. */
+static struct ops_cache_slot *ops_thread_cache(struct ops_fs *fs)
+{
+	struct ops_cache_slot *slot = pthread_getspecific(fs->cache_key);
+
+	for (unsigned int i = 0; !slot && i + 1 < fs->cache_count; i++) {
+		if (!atomic_exchange(&fs->caches[i].busy, true)) {
+			slot = &fs->caches[i];
+			if (pthread_setspecific(fs->cache_key, slot) != 0) {
+				atomic_store(&slot->busy, false);
+				slot = NULL;
+				break;
+			}
+		}
+	}
+	return slot;
+}
+
+/* Reply with len bytes at data: one buffer, sent with one writev(), no copy here. */
+static void ops_reply_bytes(struct ops_fs *fs, fuse_req_t req, const uint8_t *data, size_t len)
+{
+	struct fuse_bufvec bufv = FUSE_BUFVEC_INIT(0);
+
+	atomic_fetch_add_explicit(&fs->counters.bytes_read, len, memory_order_relaxed);
+	bufv.buf[0].size = len;
+	bufv.buf[0].mem = (void *)data;
+	fuse_reply_data(req, &bufv, 0);
+}
+
+/*
+ * A compressed image: decompress through this thread's cache (or the spare
+ * one, under its lock, held until the reply is sent). A block that does not
+ * decompress fails this read with EIO; the image logs it once.
+ */
+static void ops_read_compressed(struct ops_fs *fs, fuse_req_t req, uint32_t index, size_t size,
+				uint64_t off)
+{
+	struct ops_cache_slot *slot = ops_thread_cache(fs);
+	struct pyfs_block_cache *cache;
+	const uint8_t *data;
+	size_t len;
+	int rc;
+
+	if (slot) {
+		cache = slot->cache;
+	} else {
+		pthread_mutex_lock(&fs->spare_lock);
+		cache = fs->caches[fs->cache_count - 1].cache;
+	}
+	rc = pyfs_image_read_cached(fs->image, cache, index, off, size, &data, &len);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		ops_reply_bytes(fs, req, data, len);
+	if (!slot)
+		pthread_mutex_unlock(&fs->spare_lock);
+}
+
 static void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
 	struct ops_fs *fs = ops_fs_of(req);
-	struct fuse_bufvec bufv = FUSE_BUFVEC_INIT(0);
 	const uint8_t *data;
 	uint32_t index;
 	size_t len;
@@ -341,16 +447,17 @@ static void ops_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
+	if (fs->caches) {
+		ops_read_compressed(fs, req, index, size, (uint64_t)off);
+		return;
+	}
 	rc = pyfs_image_read(fs->image, index, (uint64_t)off, size, &data, &len);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	atomic_fetch_add_explicit(&fs->counters.bytes_read, len, memory_order_relaxed);
 	/* The reply points straight into the payload: no copy in user space. */
-	bufv.buf[0].size = len;
-	bufv.buf[0].mem = (void *)data;
-	fuse_reply_data(req, &bufv, 0);
+	ops_reply_bytes(fs, req, data, len);
 }
 
 static void ops_statfs(fuse_req_t req, fuse_ino_t ino)

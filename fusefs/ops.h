@@ -14,6 +14,7 @@
 #ifndef OPS_H
 #define OPS_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -62,6 +63,12 @@ struct ops_counters {
 	atomic_uint_fast64_t refused; /* modifying requests answered EROFS */
 };
 
+/* One reader thread's decompression cache (compressed images; see ops_prepare_reads). */
+struct ops_cache_slot {
+	struct pyfs_block_cache *cache;
+	atomic_bool busy; /* claimed by a live serving thread */
+};
+
 struct ops_fs {
 	struct pyfs_image *image;
 	uid_t uid; /* owner of every inode: the user who mounted */
@@ -73,7 +80,22 @@ struct ops_fs {
 	unsigned int conn_want; /* capabilities agreed in init, for stats */
 	unsigned int conn_max_readahead;
 	struct ops_counters counters;
+	/* Compressed images: one cache per serving thread, made before serving. */
+	struct ops_cache_slot *caches;
+	unsigned int cache_count;
+	pthread_key_t cache_key;
+	bool cache_key_made;
+	pthread_mutex_t spare_lock; /* guards caches[cache_count - 1] when all are claimed */
 };
+
+/*
+ * Before serving a compressed image: one block cache for each of up to
+ * threads serving threads, plus a spare shared under a lock by any thread
+ * beyond them, so a read never allocates. No-op for an uncompressed image.
+ * 0 or -ENOMEM. ops_release_reads() frees them after serving.
+ */
+int ops_prepare_reads(struct ops_fs *fs, unsigned int threads);
+void ops_release_reads(struct ops_fs *fs);
 
 /* Defaults of the -o options. */
 void ops_options_default(struct ops_options *options);

@@ -47,6 +47,10 @@ struct pull_header {
 	uint64_t metadata_checksum;
 	uint64_t archive_size;
 	uint64_t payload_offset; /* of payload byte 0 in the file */
+	/* Compressed payloads (block index broadcast with the metadata); 0 otherwise. */
+	uint64_t block_count;
+	uint64_t raw_size;
+	uint32_t block_size;
 };
 
 uint64_t pull_proc_value(const char *path, const char *key)
@@ -213,6 +217,9 @@ static void pull_read_metadata(const char *archive, struct pyfs_image_parts *par
 	h->payload_checksum = parts->payload_checksum;
 	h->metadata_checksum = parts->metadata_checksum;
 	h->archive_size = stat(archive, &st) == 0 ? (uint64_t)st.st_size : 0;
+	h->block_count = parts->block_count;
+	h->raw_size = parts->raw_size;
+	h->block_size = parts->block_size;
 	h->payload_offset = pyfs_archive_payload_file_offset(a);
 out_close:
 	if (a)
@@ -232,10 +239,15 @@ static int pull_alloc_parts(const struct pull_header *h, struct pyfs_image_parts
 		parts->inodes = pyfs_buffer_alloc(h->inode_count * sizeof(struct pyfs_inode));
 		parts->dirents = pyfs_buffer_alloc(h->dirent_count * sizeof(struct pyfs_dirent));
 		parts->names = pyfs_buffer_alloc(h->names_size);
+		parts->block_count = h->block_count;
+		parts->raw_size = h->raw_size;
+		parts->block_size = h->block_size;
+		parts->blocks = pyfs_buffer_alloc(h->block_count * sizeof(struct pyfs_block));
 	}
 	parts->payload_size = h->payload_size;
 	parts->payload = pyfs_buffer_alloc(h->payload_size);
-	if (!parts->inodes || !parts->dirents || !parts->names || !parts->payload) {
+	if (!parts->inodes || !parts->dirents || !parts->names ||
+	    (!parts->blocks && h->block_count) || !parts->payload) {
 		pyfs_err_set(err,
 			     "cannot hold archive '%s' in memory (%" PRIu64 " bytes of "
 			     "payload): %s",
@@ -289,6 +301,9 @@ int pull_metadata(const struct pull_world *world, const char *archive,
 				world->leaders, err);
 	if (rc == 0)
 		rc = pull_bcast(parts->names, parts->names_size, 0, world->leaders, err);
+	if (rc == 0)
+		rc = pull_bcast(parts->blocks, parts->block_count * sizeof(struct pyfs_block), 0,
+				world->leaders, err);
 out_free:
 	if (rc < 0)
 		pyfs_image_parts_free(parts);

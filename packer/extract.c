@@ -3,13 +3,14 @@
  * fallback where FUSE is missing.
  *
  * Nothing is written before the archive has been validated and every
- * checksum proven. The target directory must be empty (it is created when
- * missing). Everything is created relative to directory descriptors with
- * O_NOFOLLOW/O_EXCL, so nothing outside the target can be reached; hard
- * links are made with linkat() to the first name, whose directory is resolved
- * beneath the target without following symlinks; all-zero blocks of files
- * become holes; modes and mtimes (ns) are set last, a directory's after its
- * contents so a read-only directory can still be filled.
+ * checksum proven. Contents are streamed from the file in pieces of a few
+ * MiB (stream.h), compressed archives decompressed block by block, so an
+ * archive of any size extracts with little more memory than its metadata. The target directory must
+ * be empty (it is created when missing). Everything is created relative to directory descriptors
+ * with O_NOFOLLOW/O_EXCL, so nothing outside the target can be reached; hard links are made with
+ * linkat() to the first name, whose directory is resolved beneath the target without following
+ * symlinks; all-zero blocks of files become holes; modes and mtimes (ns) are set last, a
+ * directory's after its contents so a read-only directory can still be filled.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -25,12 +26,14 @@
 #include "image.h"
 #include "pack.h"
 #include "pyfs_format.h"
+#include "stream.h"
 
 #define WRITE_CHUNK (8u << 20)
 #define HOLE_BLOCK  (64u << 10)
 
 struct extract {
 	const struct pyfs_image *image;
+	struct pyfs_stream *stream; /* the contents, read in pieces */
 	int root_fd;
 	const char *dir;
 	struct pack_path rel; /* path of the entry being written, from dir */
@@ -63,8 +66,14 @@ static int write_contents(struct extract *x, int fd, uint32_t index, uint64_t si
 	ssize_t n;
 
 	while (pos < size) {
-		if (pyfs_image_read(x->image, index, pos, WRITE_CHUNK, &data, &len) < 0 || len == 0)
-			return fail(x, "read", EIO);
+		struct pyfs_err err = {""};
+
+		if (pyfs_stream_read(x->stream, index, pos, WRITE_CHUNK, &data, &len, &err) < 0 ||
+		    len == 0) {
+			pyfs_error("cannot read '%s' from the archive: %s", x->rel.buf,
+				   err.msg[0] ? err.msg : strerror(EIO));
+			return -EIO;
+		}
 		while (len > 0) {
 			block = len < HOLE_BLOCK ? len : HOLE_BLOCK;
 			if (all_zero(data, block)) {
@@ -265,15 +274,18 @@ static int open_target(const char *dir)
 int pack_extract(const char *archive, const char *dir)
 {
 	struct extract x = {.root_fd = -1, .dir = dir};
-	struct pyfs_image *image = NULL;
+	struct pyfs_image *image;
+	struct pack_archive a;
 	const struct pyfs_inode *root;
 	struct timespec times[2];
 	uint32_t i, count;
 	int ret = -1;
 
-	if (pack_open_image(archive, true, &image) < 0)
+	if (pack_open_image(archive, true, true, &a) < 0)
 		return PACK_EXIT_FAILURE;
+	image = a.image;
 	x.image = image;
+	x.stream = a.stream;
 	count = pyfs_image_inode_count(image);
 	x.first_name = calloc(count, sizeof(*x.first_name));
 	if (!x.first_name || pack_path_set(&x.rel, "", 0) < 0) {
@@ -302,6 +314,6 @@ out_free:
 		free(x.first_name);
 	}
 	pack_path_free(&x.rel);
-	pyfs_image_destroy(image);
+	pack_close_image(&a);
 	return ret < 0 ? PACK_EXIT_FAILURE : PACK_EXIT_OK;
 }

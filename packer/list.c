@@ -1,7 +1,8 @@
 /*
- * list.c - --list and --verify: load an archive through the library (which
- * validates every offset, length, count and name), check its checksums, and
- * print the tree or a verdict.
+ * list.c - --list and --verify: read an archive's metadata through the library
+ * (which validates every offset, length, count and name), and print the tree
+ * (--list: the metadata only) or a verdict (--verify: the contents are
+ * streamed from the file in bounded pieces and every checksum is checked).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -14,6 +15,7 @@
 #include "archive_io.h"
 #include "image.h"
 #include "pack.h"
+#include "stream.h"
 
 /* Print err, naming the archive unless the message already does. */
 static void report(const char *archive, const struct pyfs_err *err)
@@ -24,21 +26,36 @@ static void report(const char *archive, const struct pyfs_err *err)
 		pyfs_error("'%s': %s", archive, err->msg);
 }
 
-int pack_open_image(const char *archive, bool walk, struct pyfs_image **out)
+void pack_close_image(struct pack_archive *a)
 {
-	struct pyfs_image *image = NULL;
+	pyfs_stream_close(a->stream);
+	pyfs_image_destroy(a->image);
+	pyfs_archive_close(a->archive);
+	memset(a, 0, sizeof(*a));
+}
+
+int pack_open_image(const char *archive, bool walk, bool verify, struct pack_archive *out)
+{
+	struct pyfs_image_parts parts = {0};
 	struct pyfs_image_totals totals;
 	struct pyfs_err err = {""};
 	int ret;
 
-	*out = NULL;
-	ret = pyfs_archive_load(archive, &image, &err);
+	memset(out, 0, sizeof(*out));
+	ret = pyfs_archive_open(archive, &out->archive, &err);
 	if (ret == 0)
-		ret = pyfs_image_verify_payload(image, &err);
+		ret = pyfs_archive_read_metadata(out->archive, &parts, &err);
 	if (ret == 0)
-		ret = pyfs_image_verify_files(image, &err);
+		ret = pyfs_image_create(&parts, &out->image, &err);
+	pyfs_image_parts_free(&parts); /* zeroed by a successful create */
+	if (ret == 0 && verify)
+		ret = pyfs_stream_open(out->archive, out->image, &out->stream, &err);
+	if (ret == 0 && verify)
+		ret = pyfs_stream_verify_payload(out->stream, &err);
+	if (ret == 0 && verify)
+		ret = pyfs_stream_verify_files(out->stream, &err);
 	if (ret == 0 && walk) {
-		pyfs_image_get_totals(image, &totals);
+		pyfs_image_get_totals(out->image, &totals);
 		if (totals.depth > PACK_DEPTH_MAX) {
 			pyfs_err_set(&err,
 				     "cannot walk '%s': its directories nest %" PRIu64
@@ -52,11 +69,9 @@ int pack_open_image(const char *archive, bool walk, struct pyfs_image **out)
 		if (!err.msg[0])
 			snprintf(err.msg, sizeof(err.msg), "%s", strerror(-ret));
 		report(archive, &err);
-		if (image)
-			pyfs_image_destroy(image);
+		pack_close_image(out);
 		return ret;
 	}
-	*out = image;
 	return 0;
 }
 
@@ -125,14 +140,16 @@ static int list_dir(const struct pyfs_image *image, uint32_t dir, struct pack_pa
 
 int pack_list(const char *archive)
 {
-	struct pyfs_image *image = NULL;
+	struct pack_archive a;
+	struct pyfs_image *image;
 	struct pack_path path = {0};
 	char *escaped = NULL;
 	size_t escaped_cap = 0;
 	int ret;
 
-	if (pack_open_image(archive, true, &image) < 0)
+	if (pack_open_image(archive, true, false, &a) < 0)
 		return PACK_EXIT_FAILURE;
+	image = a.image;
 	ret = pack_path_set(&path, "", 0);
 	if (ret == 0)
 		ret = list_dir(image, PYFS_ROOT_INDEX, &path, &escaped, &escaped_cap);
@@ -144,22 +161,28 @@ int pack_list(const char *archive)
 	}
 	free(escaped);
 	pack_path_free(&path);
-	pyfs_image_destroy(image);
+	pack_close_image(&a);
 	return ret < 0 ? PACK_EXIT_FAILURE : PACK_EXIT_OK;
 }
 
 int pack_verify(const char *archive)
 {
 	struct pyfs_image_totals t;
-	struct pyfs_image *image = NULL;
+	struct pack_archive a;
+	char zinfo[96] = "";
 
-	if (pack_open_image(archive, false, &image) < 0)
+	if (pack_open_image(archive, false, true, &a) < 0)
 		return PACK_EXIT_FAILURE;
-	pyfs_image_get_totals(image, &t);
+	pyfs_image_get_totals(a.image, &t);
+	if (t.blocks)
+		snprintf(zinfo, sizeof(zinfo),
+			 ", compressed from %" PRIu64 " in %" PRIu64 " blocks", t.raw_bytes,
+			 t.blocks);
 	if (pyfs_log_threshold >= PYFS_LOG_INFO)
 		printf("%s: ok (%" PRIu64 " files, %" PRIu64 " directories, %" PRIu64
-		       " symlinks, %" PRIu64 " bytes in files, %" PRIu64 " bytes stored)\n",
-		       archive, t.files, t.directories, t.symlinks, t.file_bytes, t.payload_bytes);
-	pyfs_image_destroy(image);
+		       " symlinks, %" PRIu64 " bytes in files, %" PRIu64 " bytes stored%s)\n",
+		       archive, t.files, t.directories, t.symlinks, t.file_bytes, t.payload_bytes,
+		       zinfo);
+	pack_close_image(&a);
 	return PACK_EXIT_OK;
 }

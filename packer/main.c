@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 
 #include "pack.h"
+#include "pyfs_format.h"
 
 #ifndef PYFS_VERSION
 #define PYFS_VERSION "unknown"
@@ -22,7 +23,8 @@ enum long_only {
 	OPT_VERIFY,
 	OPT_EXTRACT,
 	OPT_STRICT,
-	OPT_MOUNT_PATH
+	OPT_MOUNT_PATH,
+	OPT_BLOCK_SIZE
 };
 
 static const struct option long_options[] = {
@@ -33,6 +35,8 @@ static const struct option long_options[] = {
     {"dereference", no_argument, NULL, 'L'},
     {"strict", no_argument, NULL, OPT_STRICT},
     {"mount-path", required_argument, NULL, OPT_MOUNT_PATH},
+    {"compress", optional_argument, NULL, 'z'},
+    {"block-size", required_argument, NULL, OPT_BLOCK_SIZE},
     {"list", no_argument, NULL, OPT_LIST},
     {"verify", no_argument, NULL, OPT_VERIFY},
     {"extract", no_argument, NULL, OPT_EXTRACT},
@@ -84,9 +88,16 @@ static void print_help(void)
 	    "                      are not escapes (default: the single SOURCE's own path)\n"
 	    "      --strict        fail when a reference leaves the archive\n"
 	    "  -f, --force         overwrite an existing ARCHIVE\n"
+	    "  -z, --compress[=LEVEL]  compress the contents with zstd at LEVEL (1-19,\n"
+	    "                      default 9; -z5 or --compress=5), in independent blocks\n"
+	    "                      that pyfs-mount decompresses on demand\n"
+	    "      --block-size=SIZE   raw bytes per compressed block: a power of two from\n"
+	    "                      4K to 1M (K and M suffixes; default 64K)\n"
 	    "      --list          print every entry: mode, links, size, mtime, path\n"
-	    "                      (unprintable name bytes as \\ooo), '-> target' for symlinks\n"
-	    "      --verify        load ARCHIVE, check its structure and every checksum\n"
+	    "                      (unprintable name bytes as \\ooo), '-> target' for symlinks;\n"
+	    "                      reads only the metadata\n"
+	    "      --verify        check ARCHIVE's structure and every checksum, reading\n"
+	    "                      its contents in pieces (a few MiB beyond the metadata)\n"
 	    "      --extract       write ARCHIVE's tree into DIR, which must be empty or\n"
 	    "                      missing; nothing is written unless ARCHIVE verifies\n"
 	    "  -q, --quiet         print only warnings and errors\n"
@@ -104,6 +115,21 @@ static void print_help(void)
 	    "     what)\n"
 	    "  2  usage error\n",
 	    stdout);
+}
+
+/* SIZE of --block-size: digits with an optional K or M suffix. 0 when malformed. */
+static uint32_t parse_size(const char *text)
+{
+	char *end = NULL;
+	unsigned long long v = strtoull(text, &end, 10);
+
+	if (end == text || v == 0 || v > (1u << 20))
+		return 0;
+	if (*end == 'K' || *end == 'k')
+		v <<= 10, end++;
+	else if (*end == 'M' || *end == 'm')
+		v <<= 20, end++;
+	return *end || v > UINT32_MAX ? 0 : (uint32_t)v;
 }
 
 static void usage_error(const char *msg)
@@ -138,8 +164,34 @@ int main(int argc, char **argv)
 	}
 	opts.excludes = excludes;
 
-	while ((c = getopt_long(argc, argv, "p:x:fLqvhV", long_options, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "p:x:fLz::qvhV", long_options, NULL)) != -1) {
 		switch (c) {
+		case 'z': {
+			char *end = NULL;
+			long level =
+			    optarg ? strtol(optarg, &end, 10) : PACK_COMPRESS_LEVEL_DEFAULT;
+
+			if (optarg && (end == optarg || *end || level < 1 ||
+				       level > PACK_COMPRESS_LEVEL_MAX)) {
+				usage_error("-z LEVEL must be 1..19 (e.g. -z9 or --compress=9)");
+				free(excludes);
+				return PACK_EXIT_USAGE;
+			}
+			opts.compress_level = (int)level;
+			pack_only++;
+			break;
+		}
+		case OPT_BLOCK_SIZE:
+			opts.block_size = parse_size(optarg);
+			if (opts.block_size < PYFS_BLOCK_SIZE_MIN ||
+			    opts.block_size > PYFS_BLOCK_SIZE_MAX ||
+			    (opts.block_size & (opts.block_size - 1))) {
+				usage_error("--block-size must be a power of two from 4K to 1M");
+				free(excludes);
+				return PACK_EXIT_USAGE;
+			}
+			pack_only++;
+			break;
 		case 'p':
 			opts.python = optarg;
 			pack_only++;
@@ -212,7 +264,11 @@ int main(int argc, char **argv)
 	}
 	if (command != CMD_PACK && pack_only) {
 		usage_error("--python, --exclude, --no-compile, --force, --dereference, "
-			    "--mount-path and --strict are for packing");
+			    "--mount-path, --strict, --compress and --block-size are for packing");
+		goto out;
+	}
+	if (opts.block_size && !opts.compress_level) {
+		usage_error("--block-size is for compressed archives: add -z");
 		goto out;
 	}
 	pyfs_log_set_verbosity(PYFS_LOG_INFO, opts.verbose, opts.quiet);

@@ -108,13 +108,17 @@ out_free:
 static void print_summary(const char *archive, const struct pack_write_stats *w, double seconds,
 			  const char *extra)
 {
-	char bytes[32], saved[32], size[32];
+	char bytes[32], saved[32], size[32], zsaved[48] = "";
 
+	if (w->blocks)
+		snprintf(zsaved, sizeof(zsaved), ", compressed to %.3fx",
+			 w->payload_bytes ? (double)w->stored_bytes / (double)w->payload_bytes
+					  : 1.0);
 	pyfs_info("packed '%s': %" PRIu64 " files, %" PRIu64 " dirs, %" PRIu64 " symlinks, %" PRIu64
-		  " hard links, %s, %s saved by dedup, archive %s, %s%.2f s",
+		  " hard links, %s, %s saved by dedup%s, archive %s, %s%.2f s",
 		  archive, w->files, w->dirs, w->symlinks, w->hard_links,
 		  pack_human_bytes(bytes, sizeof(bytes), w->file_bytes),
-		  pack_human_bytes(saved, sizeof(saved), w->file_bytes - w->payload_bytes),
+		  pack_human_bytes(saved, sizeof(saved), w->file_bytes - w->payload_bytes), zsaved,
 		  pack_human_bytes(size, sizeof(size), w->archive_bytes), extra, seconds);
 }
 
@@ -228,6 +232,7 @@ int pack_run(const struct pack_options *opts)
 	struct pack_tree *tree = NULL;
 	struct source_id *ids = NULL;
 	struct pack_write_stats wstats;
+	struct pack_write_options wopts;
 	struct pyfs_err err = {""};
 	uint64_t compiled = 0;
 	double start = pyfs_now(), t;
@@ -405,10 +410,22 @@ int pack_run(const struct pack_options *opts)
 			  escapes.pth_dirs);
 
 	/* Pass 2. */
-	ret = pack_write(tree, opts->archive, opts->force, !opts->quiet && isatty(STDERR_FILENO),
-			 &wstats, &err);
+	wopts.force = opts->force;
+	wopts.progress = !opts->quiet && isatty(STDERR_FILENO);
+	wopts.level = opts->compress_level;
+	wopts.block_size = opts->block_size ? opts->block_size : PYFS_BLOCK_SIZE_DEFAULT;
+	ret = pack_write(tree, opts->archive, &wopts, &wstats, &err);
 	if (ret < 0)
 		goto out_error;
+	if (wstats.blocks)
+		pyfs_debug("compressed %" PRIu64 " bytes into %" PRIu64 " (%.3fx) in %" PRIu64
+			   " blocks of %" PRIu32 " bytes at zstd level %d; %" PRIu64 " stored raw",
+			   wstats.payload_bytes, wstats.stored_bytes,
+			   wstats.payload_bytes
+			       ? (double)wstats.stored_bytes / (double)wstats.payload_bytes
+			       : 1.0,
+			   wstats.blocks, wopts.block_size, wopts.level,
+			   wstats.blocks - wstats.zstd_blocks);
 	pyfs_debug("layout and duplicates %.3f s, copy %.3f s (%.0f MB/s), metadata and sync "
 		   "%.3f s",
 		   wstats.hash_seconds, wstats.copy_seconds,

@@ -7,8 +7,9 @@
  * files lack valid byte-code and adds the .pyc files it compiles (into a
  * temporary directory, never into a source). Pass 2 (write.c) numbers the
  * tree, finds duplicate contents, and copies every distinct content once into
- * the archive's payload. pack.c runs the whole; list.c and extract.c serve
- * --list, --verify and --extract from the library's validated image.
+ * the archive's payload (compressed in blocks with -z). pack.c runs the
+ * whole; list.c and extract.c serve --list, --verify and --extract from the
+ * library's validated metadata image and a stream of the contents.
  */
 #ifndef PACK_H
 #define PACK_H
@@ -48,7 +49,13 @@ struct pack_options {
 	bool dereference;	/* -L */
 	bool strict;		/* --strict: escapes are errors */
 	const char *mount_path; /* --mount-path; NULL: the source's own path */
+	int compress_level;  /* 0: no compression (-z sets PACK_COMPRESS_LEVEL_DEFAULT) */
+	uint32_t block_size; /* raw bytes per compressed block */
 };
+
+/* zstd level of a bare -z, and the levels accepted by -z LEVEL. */
+#define PACK_COMPRESS_LEVEL_DEFAULT 9
+#define PACK_COMPRESS_LEVEL_MAX	    19
 
 /* ---- pack.c: the pack command ---- */
 
@@ -60,16 +67,28 @@ int pack_list(const char *archive);
 int pack_verify(const char *archive);
 int pack_extract(const char *archive, const char *dir);
 
+struct pyfs_archive;
 struct pyfs_image;
+struct pyfs_stream;
+
+/* An open archive: its metadata image, and a stream of its contents when verified. */
+struct pack_archive {
+	struct pyfs_archive *archive;
+	struct pyfs_image *image; /* metadata only: contents come through stream */
+	struct pyfs_stream *stream;
+};
 
 /*
- * Load archive through the library (which validates its structure and
- * metadata checksum) and check the payload checksum and every file's own
- * checksum. With walk (the caller recurses through the tree), also refuse
- * directories nested deeper than PACK_DEPTH_MAX. Prints what is wrong; 0 or
- * a negative errno.
+ * Open archive and read its metadata through the library (which validates
+ * its structure and metadata checksum); the payload is never held whole.
+ * With verify, also stream the payload once against its checksums and every
+ * file against its own checksum, and keep the stream for reading contents.
+ * With walk (the caller recurses through the tree), also refuse directories
+ * nested deeper than PACK_DEPTH_MAX. Prints what is wrong; 0 or a negative
+ * errno (nothing to close then).
  */
-int pack_open_image(const char *archive, bool walk, struct pyfs_image **out);
+int pack_open_image(const char *archive, bool walk, bool verify, struct pack_archive *out);
+void pack_close_image(struct pack_archive *a);
 
 /* ---- util.c ---- */
 
@@ -267,18 +286,28 @@ struct pack_write_stats {
 	uint64_t dirents;
 	uint64_t names_size;
 	uint64_t file_bytes;	/* every inode once */
-	uint64_t payload_bytes; /* after dedup */
+	uint64_t payload_bytes; /* after dedup (alignment padding not counted) */
+	uint64_t stored_bytes;	/* after compression (payload_bytes without) */
+	uint64_t blocks;	/* compressed blocks, of which zstd_blocks shrank */
+	uint64_t zstd_blocks;
 	uint64_t archive_bytes;
 	double hash_seconds;
 	double copy_seconds;
 	double finish_seconds;
 };
 
+struct pack_write_options {
+	bool force;	     /* replace an existing archive */
+	bool progress;	     /* show the progress line */
+	int level;	     /* zstd level; 0: no compression (a version 1 archive) */
+	uint32_t block_size; /* raw bytes per block when compressing */
+};
+
 /*
  * Write the tree to archive through a temporary file renamed at the end (over
- * an existing archive only with force). progress: show the progress line.
+ * an existing archive only with force).
  */
-int pack_write(struct pack_tree *tree, const char *archive, bool force, bool progress,
+int pack_write(struct pack_tree *tree, const char *archive, const struct pack_write_options *opts,
 	       struct pack_write_stats *stats, struct pyfs_err *err);
 
 /* ---- progress.c: the progress line on a terminal ---- */

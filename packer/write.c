@@ -16,6 +16,14 @@
  * writer adds the metadata, which is read back and checked as every reader
  * checks it (an internal error if not), and the file is synced and renamed
  * into place.
+ *
+ * With compression (-z) the same raw payload is cut into blocks as it is
+ * copied: each full buffer's blocks are compressed by one thread per core
+ * (each block independently, so the output does not depend on the number of
+ * threads), a block that does not shrink is kept raw, and the stored blocks
+ * go in order to an unlinked spool file next to the archive. Once the stored
+ * size is known the archive is created with a payload of that size, the
+ * spool is copied into it, and the block index joins the metadata.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,9 +33,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
+#include <zstd.h>
 
 #include "archive_io.h"
 #include "pack.h"
@@ -58,12 +69,36 @@ struct layout {
 	size_t name_slot_cap;
 	size_t name_slot_count;
 	uint64_t payload_size;
+	uint64_t pad_bytes; /* zeros before block-aligned files (compressed only) */
 	uint64_t file_bytes;
 	uint64_t copy_files; /* distinct non-empty contents */
 	uint64_t files;
 	uint64_t dirs;
 	uint64_t symlinks;
 	uint64_t file_names;
+};
+
+/* Compression state of a -z pack (see the file comment). */
+struct compressor {
+	int level;
+	uint32_t block_size;
+	unsigned int threads;
+	ZSTD_CCtx **cctx;	   /* one per thread */
+	uint8_t *out;		   /* one slot of out_bound bytes per block of a buffer */
+	size_t out_bound;	   /* ZSTD_compressBound(block_size) */
+	size_t *out_size;	   /* per block of the buffer: compressed size or an error */
+	uint8_t *staging;	   /* the stored bytes of one buffer, in order */
+	struct pyfs_block *blocks; /* the index, block_count records */
+	uint64_t block_count;
+	uint64_t next_block; /* first block of the buffer being flushed */
+	uint64_t stored;     /* bytes written to the spool */
+	int spool_fd;
+	/* One flush's batch, shared by its threads. */
+	const uint8_t *batch_in;
+	size_t batch_fill;
+	uint64_t batch_blocks;
+	atomic_uint_fast64_t batch_next;
+	uint64_t zstd_blocks;
 };
 
 /* The copy: an output buffer flushed into the archive file. */
@@ -79,6 +114,7 @@ struct copier {
 	uint8_t *read_buf; /* for the dedup pass */
 	struct pack_progress progress;
 	uint64_t files_done;
+	struct compressor *z; /* NULL: no compression */
 };
 
 static void layout_free(struct layout *l)
@@ -458,8 +494,14 @@ static int find_duplicates(struct layout *l, struct copier *cp, struct pyfs_err 
 	return ret;
 }
 
-/* Payload offsets: distinct contents in index order, duplicates share. */
-static void assign_offsets(struct layout *l)
+/*
+ * Payload offsets: distinct contents in index order, duplicates share. With
+ * block_size (compressed), a file of at least a block starts on a block
+ * boundary (the zeros before it compress to almost nothing), so the kernel's
+ * aligned reads of it decompress one block each instead of two half ones;
+ * smaller files pack together.
+ */
+static void assign_offsets(struct layout *l, uint32_t block_size)
 {
 	struct pack_inode *inode;
 	uint32_t i;
@@ -468,6 +510,10 @@ static void assign_offsets(struct layout *l)
 		inode = l->inodes[i];
 		if (!S_ISREG(inode->mode) || inode->same_as || inode->size == 0)
 			continue;
+		if (block_size && inode->size >= block_size && l->payload_size % block_size) {
+			l->pad_bytes += block_size - l->payload_size % block_size;
+			l->payload_size += block_size - l->payload_size % block_size;
+		}
 		inode->data_offset = l->payload_size;
 		l->payload_size += inode->size;
 		l->copy_files++;
@@ -484,12 +530,128 @@ static bool is_zero(const uint8_t *p, size_t n)
 	return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
 }
 
+/* Write len bytes at offset of fd, whatever the short writes. */
+static int write_all(int fd, const uint8_t *buf, size_t len, uint64_t offset, struct pyfs_err *err)
+{
+	while (len > 0) {
+		ssize_t n = pwrite(fd, buf, len, (off_t)offset);
+
+		if (n < 0 && errno == EINTR && !pack_interrupted)
+			continue;
+		if (n <= 0) {
+			pyfs_err_set(err, "cannot write the archive: %s",
+				     n < 0 ? strerror(errno) : "short write");
+			return n < 0 ? -errno : -EIO;
+		}
+		buf += n;
+		len -= (size_t)n;
+		offset += (uint64_t)n;
+	}
+	return 0;
+}
+
+/* A thread of a flush: compress blocks of the batch until none is left. */
+static void *compress_worker(void *arg)
+{
+	struct compressor *z = ((void **)arg)[0];
+	ZSTD_CCtx *cctx = ((void **)arg)[1];
+
+	for (;;) {
+		uint64_t b = atomic_fetch_add(&z->batch_next, 1);
+		size_t from, len;
+
+		if (b >= z->batch_blocks)
+			break;
+		from = (size_t)b * z->block_size;
+		len = z->batch_fill - from < z->block_size ? z->batch_fill - from : z->block_size;
+		z->out_size[b] = ZSTD_compress2(cctx, z->out + (size_t)b * z->out_bound,
+						z->out_bound, z->batch_in + from, len);
+	}
+	return NULL;
+}
+
+/*
+ * Compress the whole blocks of the buffer (all of it when final) on every
+ * core, append them to the spool in order and index them; what follows the
+ * last whole block moves to the front of the buffer.
+ */
+static int flush_compressed(struct copier *cp, bool final, struct pyfs_err *err)
+{
+	struct compressor *z = cp->z;
+	size_t whole = cp->fill / z->block_size * z->block_size;
+	size_t take = final ? cp->fill : whole, staged = 0;
+	pthread_t tids[64];
+	void *args[64][2];
+	unsigned int started = 0;
+	int ret;
+
+	if (take == 0)
+		return 0;
+	z->batch_in = cp->buf;
+	z->batch_fill = take;
+	z->batch_blocks = (take + z->block_size - 1) / z->block_size;
+	atomic_store(&z->batch_next, 0);
+	for (unsigned int t = 1; t < z->threads && t < 64; t++) {
+		args[started][0] = z;
+		args[started][1] = z->cctx[t];
+		if (pthread_create(&tids[started], NULL, compress_worker, args[started]) == 0)
+			started++;
+	}
+	args[63][0] = z;
+	args[63][1] = z->cctx[0];
+	compress_worker(args[63]);
+	for (unsigned int t = 0; t < started; t++)
+		pthread_join(tids[t], NULL);
+
+	for (uint64_t b = 0; b < z->batch_blocks; b++) {
+		struct pyfs_block *blk = &z->blocks[z->next_block + b];
+		size_t from = (size_t)b * z->block_size;
+		size_t len = take - from < z->block_size ? take - from : z->block_size;
+		const uint8_t *bytes = cp->buf + from;
+		size_t stored = len;
+
+		if (z->next_block + b >= z->block_count) {
+			pyfs_err_set(err, "internal error: more blocks than the payload holds");
+			return -EIO;
+		}
+		if (ZSTD_isError(z->out_size[b])) {
+			pyfs_err_set(err, "cannot compress block %" PRIu64 ": %s",
+				     z->next_block + b, ZSTD_getErrorName(z->out_size[b]));
+			return -EIO;
+		}
+		blk->codec = PYFS_CODEC_RAW;
+		if (z->out_size[b] < len) {
+			bytes = z->out + (size_t)b * z->out_bound;
+			stored = z->out_size[b];
+			blk->codec = PYFS_CODEC_ZSTD;
+			z->zstd_blocks++;
+		}
+		blk->offset = z->stored + staged;
+		blk->stored_size = (uint32_t)stored;
+		blk->checksum = XXH3_64bits(bytes, stored);
+		memcpy(z->staging + staged, bytes, stored);
+		staged += stored;
+	}
+	XXH3_64bits_update(cp->payload_state, z->staging, staged);
+	ret = write_all(z->spool_fd, z->staging, staged, z->stored, err);
+	if (ret < 0)
+		return ret;
+	z->stored += staged;
+	z->next_block += z->batch_blocks;
+	memmove(cp->buf, cp->buf + take, cp->fill - take);
+	cp->flushed += take;
+	cp->fill -= take;
+	return 0;
+}
+
 /* Write the buffer to the archive, leaving all-zero blocks as holes. */
 static int flush(struct copier *cp, struct pyfs_err *err)
 {
 	size_t pos = 0, run, len;
 	ssize_t n;
 
+	if (cp->z)
+		return flush_compressed(cp, false, err);
 	XXH3_64bits_update(cp->payload_state, cp->buf, cp->fill);
 	while (pos < cp->fill) {
 		len = cp->fill - pos < ZERO_BLOCK ? cp->fill - pos : ZERO_BLOCK;
@@ -537,7 +699,8 @@ static int copy_file(struct copier *cp, struct pack_inode *inode, struct pyfs_er
 	ret = open_checked(inode, &fd, &st, err);
 	if (ret < 0)
 		return ret;
-	if (inode->size <= COPY_BUFFER) {
+	/* Compressed, a flush keeps up to a block: whole files only up to half the buffer. */
+	if (inode->size <= (cp->z ? COPY_BUFFER / 2 : COPY_BUFFER)) {
 		/* Whole file into the buffer: one read, one one-shot hash. */
 		if (COPY_BUFFER - cp->fill < inode->size) {
 			ret = flush(cp, err);
@@ -578,6 +741,26 @@ out_close:
 	return ret;
 }
 
+/* Zeros up to payload offset (the block alignment of assign_offsets). */
+static int pad_to(struct copier *cp, uint64_t offset, struct pyfs_err *err)
+{
+	while (cp->flushed + cp->fill < offset) {
+		uint64_t gap = offset - cp->flushed - cp->fill;
+		size_t room = COPY_BUFFER - cp->fill;
+		size_t n = gap < room ? (size_t)gap : room;
+		int ret;
+
+		memset(cp->buf + cp->fill, 0, n);
+		cp->fill += n;
+		if (cp->fill == COPY_BUFFER) {
+			ret = flush(cp, err);
+			if (ret < 0)
+				return ret;
+		}
+	}
+	return 0;
+}
+
 static int copy_all(struct layout *l, struct copier *cp, struct pyfs_err *err)
 {
 	struct pack_inode *inode;
@@ -593,15 +776,25 @@ static int copy_all(struct layout *l, struct copier *cp, struct pyfs_err *err)
 			inode->checksum = empty;
 			continue;
 		}
+		ret = pad_to(cp, inode->data_offset, err);
+		if (ret < 0)
+			return ret;
 		ret = copy_file(cp, inode, err);
 		if (ret < 0)
 			return ret;
 		cp->files_done++;
 		pack_progress_update(&cp->progress, cp->files_done, cp->flushed + cp->fill);
 	}
-	ret = flush(cp, err);
+	ret = pad_to(cp, l->payload_size, err);
+	if (ret == 0)
+		ret = cp->z ? flush_compressed(cp, true, err) : flush(cp, err);
 	if (ret < 0)
 		return ret;
+	if (cp->z && cp->z->next_block != cp->z->block_count) {
+		pyfs_err_set(err, "internal error: %" PRIu64 " blocks written of %" PRIu64,
+			     cp->z->next_block, cp->z->block_count);
+		return -EIO;
+	}
 	for (i = 0; i < l->inode_count; i++) {
 		inode = l->inodes[i];
 		if (S_ISREG(inode->mode) && inode->same_as)
@@ -711,7 +904,125 @@ static void name_archive(struct pyfs_err *err, const char *tmp, const char *arch
 	memcpy(err->msg, msg, sizeof(msg));
 }
 
-int pack_write(struct pack_tree *tree, const char *archive, bool force, bool progress,
+static void compressor_free(struct compressor *z)
+{
+	if (!z)
+		return;
+	for (unsigned int t = 0; z->cctx && t < z->threads; t++)
+		ZSTD_freeCCtx(z->cctx[t]);
+	free(z->cctx);
+	free(z->out);
+	free(z->out_size);
+	free(z->staging);
+	free(z->blocks);
+	if (z->spool_fd >= 0)
+		close(z->spool_fd);
+	free(z);
+}
+
+/*
+ * Compression of raw_size payload bytes at level in blocks of block_size,
+ * spooled to an unlinked file next to tmp. 0, -ENOMEM or an open error.
+ */
+static int compressor_create(const char *tmp, uint64_t raw_size, int level, uint32_t block_size,
+			     struct compressor **out, struct pyfs_err *err)
+{
+	size_t per_buffer = COPY_BUFFER / block_size;
+	struct compressor *z = calloc(1, sizeof(*z));
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	char *spool = NULL;
+	int ret = -ENOMEM;
+
+	if (!z)
+		goto out_nomem;
+	z->spool_fd = -1;
+	z->level = level;
+	z->block_size = block_size;
+	z->threads = cpus > 0 ? (unsigned int)(cpus < 64 ? cpus : 64) : 1;
+	z->block_count = raw_size / block_size + (raw_size % block_size != 0);
+	z->out_bound = ZSTD_compressBound(block_size);
+	z->cctx = calloc(z->threads, sizeof(*z->cctx));
+	z->out = malloc(per_buffer * z->out_bound);
+	z->out_size = calloc(per_buffer, sizeof(*z->out_size));
+	z->staging = malloc(COPY_BUFFER);
+	z->blocks = calloc(z->block_count ? z->block_count : 1, sizeof(*z->blocks));
+	if (!z->cctx || !z->out || !z->out_size || !z->staging || !z->blocks)
+		goto out_nomem;
+	for (unsigned int t = 0; t < z->threads; t++) {
+		z->cctx[t] = ZSTD_createCCtx();
+		if (!z->cctx[t] ||
+		    ZSTD_isError(
+			ZSTD_CCtx_setParameter(z->cctx[t], ZSTD_c_compressionLevel, level)) ||
+		    ZSTD_isError(ZSTD_CCtx_setParameter(z->cctx[t], ZSTD_c_checksumFlag, 0)) ||
+		    ZSTD_isError(ZSTD_CCtx_setParameter(z->cctx[t], ZSTD_c_contentSizeFlag, 1)))
+			goto out_nomem;
+	}
+	spool = malloc(strlen(tmp) + 8);
+	if (!spool)
+		goto out_nomem;
+	sprintf(spool, "%s.blocks", tmp);
+	z->spool_fd = open(spool, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (z->spool_fd < 0) {
+		ret = -errno;
+		pyfs_err_set(err, "cannot create '%s': %s", spool, strerror(errno));
+		goto out_free;
+	}
+	unlink(spool);
+	free(spool);
+	*out = z;
+	return 0;
+
+out_nomem:
+	pyfs_err_set(err, "out of memory");
+out_free:
+	free(spool);
+	compressor_free(z);
+	return ret;
+}
+
+/* Copy the spool into the archive at offset: in the kernel, or through buf (COPY_BUFFER). */
+static int copy_spool(struct compressor *z, int fd, uint64_t offset, uint8_t *buf,
+		      struct pyfs_err *err)
+{
+	loff_t in = 0, at = (loff_t)offset;
+	bool kernel = true;
+
+	while ((uint64_t)in < z->stored) {
+		size_t want = z->stored - (uint64_t)in < COPY_BUFFER
+				  ? (size_t)(z->stored - (uint64_t)in)
+				  : COPY_BUFFER;
+		ssize_t n = -1;
+
+		if (kernel) {
+			n = copy_file_range(z->spool_fd, &in, fd, &at, want, 0);
+			if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
+				      errno == EOPNOTSUPP)) {
+				kernel = false; /* not between these files: copy through buf */
+				continue;
+			}
+		} else {
+			n = pread(z->spool_fd, buf, want, in);
+			if (n > 0) {
+				int ret = write_all(fd, buf, (size_t)n, (uint64_t)at, err);
+
+				if (ret < 0)
+					return ret;
+				in += n;
+				at += n;
+			}
+		}
+		if (n < 0 && errno == EINTR && !pack_interrupted)
+			continue;
+		if (n <= 0) {
+			pyfs_err_set(err, "cannot write the archive: %s",
+				     n < 0 ? strerror(errno) : "short copy");
+			return n < 0 ? -errno : -EIO;
+		}
+	}
+	return 0;
+}
+
+int pack_write(struct pack_tree *tree, const char *archive, const struct pack_write_options *opts,
 	       struct pack_write_stats *stats, struct pyfs_err *err)
 {
 	struct pack_inode *root = pack_tree_root(tree);
@@ -722,6 +1033,7 @@ int pack_write(struct pack_tree *tree, const char *archive, bool force, bool pro
 	struct stat st;
 	char *tmp = NULL;
 	double t0 = pyfs_now(), t1, t2;
+	bool force = opts->force;
 	int ret, dir_fd;
 
 	memset(stats, 0, sizeof(*stats));
@@ -755,15 +1067,34 @@ int pack_write(struct pack_tree *tree, const char *archive, bool force, bool pro
 		goto out_nomem;
 	if (ret < 0)
 		goto out_free;
-	assign_offsets(&l);
+	assign_offsets(&l, opts->level ? opts->block_size : 0);
 	t1 = pyfs_now();
 	stats->hash_seconds = t1 - t0;
 
 	/* The archive, at a temporary name until complete. */
+	memset(&shape, 0, sizeof(shape));
 	shape.inode_count = l.inode_count;
 	shape.dirent_count = l.dirent_count;
 	shape.names_size = l.names_size;
 	shape.payload_size = l.payload_size;
+	XXH3_64bits_reset(cp.payload_state);
+	if (opts->level) {
+		/* Compressed: the stored size is known once every block is. */
+		ret = compressor_create(tmp, l.payload_size, opts->level, opts->block_size, &cp.z,
+					err);
+		if (ret < 0)
+			goto out_free;
+		pack_progress_start(&cp.progress, opts->progress, l.copy_files, l.payload_size);
+		ret = copy_all(&l, &cp, err);
+		pack_progress_end(&cp.progress);
+		if (ret < 0)
+			goto out_free;
+		shape.payload_size = cp.z->stored;
+		shape.block_size = opts->block_size;
+		shape.block_count = cp.z->block_count;
+		shape.raw_size = l.payload_size;
+		stats->copy_seconds = pyfs_now() - t1;
+	}
 	/*
 	 * Created here, exclusively and not through a symlink, so that the writer
 	 * and the copy below use a file that is ours even in a shared directory.
@@ -790,20 +1121,26 @@ int pack_write(struct pack_tree *tree, const char *archive, bool force, bool pro
 			goto out_abort;
 	}
 	cp.file_offset = pyfs_writer_payload_file_offset(writer);
-	XXH3_64bits_reset(cp.payload_state);
-	pack_progress_start(&cp.progress, progress, l.copy_files, l.payload_size);
-	ret = copy_all(&l, &cp, err);
-	pack_progress_end(&cp.progress);
-	if (ret < 0)
-		goto out_abort;
+	if (cp.z) {
+		ret = copy_spool(cp.z, cp.fd, cp.file_offset, cp.buf, err);
+		if (ret < 0)
+			goto out_abort;
+		pyfs_writer_set_blocks(writer, cp.z->blocks);
+	} else {
+		pack_progress_start(&cp.progress, opts->progress, l.copy_files, l.payload_size);
+		ret = copy_all(&l, &cp, err);
+		pack_progress_end(&cp.progress);
+		if (ret < 0)
+			goto out_abort;
+		stats->copy_seconds = pyfs_now() - t1;
+	}
 	/* Trailing holes still belong to the payload. */
-	if (fstat(cp.fd, &st) == 0 && (uint64_t)st.st_size < cp.file_offset + l.payload_size &&
-	    ftruncate(cp.fd, (off_t)(cp.file_offset + l.payload_size)) < 0) {
+	if (fstat(cp.fd, &st) == 0 && (uint64_t)st.st_size < cp.file_offset + shape.payload_size &&
+	    ftruncate(cp.fd, (off_t)(cp.file_offset + shape.payload_size)) < 0) {
 		ret = -errno;
 		pyfs_err_set(err, "cannot write archive '%s': %s", archive, strerror(errno));
 		goto out_abort;
 	}
-	stats->copy_seconds = pyfs_now() - t1;
 	t1 = pyfs_now();
 
 	ret = pyfs_writer_finish(writer, l.records, l.dirents, l.names,
@@ -846,7 +1183,10 @@ int pack_write(struct pack_tree *tree, const char *archive, bool force, bool pro
 	stats->dirents = l.dirent_count;
 	stats->names_size = l.names_size;
 	stats->file_bytes = l.file_bytes;
-	stats->payload_bytes = l.payload_size;
+	stats->payload_bytes = l.payload_size - l.pad_bytes;
+	stats->stored_bytes = shape.payload_size;
+	stats->blocks = shape.block_count;
+	stats->zstd_blocks = cp.z ? cp.z->zstd_blocks : 0;
 	stats->archive_bytes = stat(archive, &st) == 0 ? (uint64_t)st.st_size : 0;
 	goto out_free;
 
@@ -866,6 +1206,7 @@ out_free:
 	free(cp.buf);
 	free(cp.read_buf);
 	free(tmp);
+	compressor_free(cp.z);
 	layout_free(&l);
 	return ret;
 }

@@ -159,6 +159,22 @@ numpy_archive() {
 	) 9>"$cache/numpy.lock" || fail "cannot pack the numpy archive"
 }
 
+# numpy_archive_z: numpy_archive's tree packed with pyfs-pack -z (default level
+# and block size), cached the same way. Sets NUMPY_TREE and NUMPY_ZARCHIVE.
+numpy_archive_z() {
+	numpy_archive
+	local cache=$PYFS_BUILD_DIR/test-cache
+	NUMPY_ZARCHIVE=$cache/numpy-z.h5
+	(
+		flock 9
+		stamp=$(stat -c %Y:%s "$PYFS_PACK")
+		[ -f "$NUMPY_ZARCHIVE" ] && [ "$(cat "$cache/numpy-z.stamp" 2>/dev/null)" = "$stamp" ] && exit 0
+		rm -f "$NUMPY_ZARCHIVE" "$cache/numpy-z.stamp"
+		"$PYFS_PACK" -q -z -p "$PY" "$NUMPY_ZARCHIVE" "$NUMPY_TREE" >&2
+		echo "$stamp" >"$cache/numpy-z.stamp"
+	) 9>"$cache/numpy-z.lock" || fail "cannot pack the compressed numpy archive"
+}
+
 # compare_trees SOURCE MOUNT: every entry of SOURCE exists in MOUNT with the same
 # type, permission bits, size (files, symlinks), mtime in ns and link target;
 # MOUNT may hold more only as __pycache__/*.pyc added by the packer.

@@ -4,7 +4,9 @@
 # lengths and indexes out of range (with the metadata checksum recomputed, so
 # the range checks themselves are reached). For each, --verify, --list and
 # --extract exit non-zero (never by a signal or a sanitizer report) with a
-# message naming the problem, and --extract writes nothing.
+# message naming the problem, and --extract writes nothing. --list reads only
+# the metadata: damage to the contents alone (a payload byte, a payload or file
+# checksum) is for --verify and --extract to find, and --list still lists.
 . "$(dirname "$0")/lib.sh"
 [ -x "$PY" ] || skip "$PY is missing"
 "$PY" -s -c 'import h5py' 2>/dev/null || skip "h5py is missing for $PY (apt-get install python3-h5py)"
@@ -54,7 +56,7 @@ with h5py.File(dst, "r+") as f:
     files = [i for i in kind(S_IFREG) if inodes["data_size"][i] > 0]
     dirs, links = kind(S_IFDIR), kind(S_IFLNK)
     if case == "version":
-        f.attrs.modify("version", np.uint32(2))
+        f.attrs.modify("version", np.uint32(3))
     elif case == "format":
         f.attrs.modify("format", np.bytes_(b"pyfz"))
     elif case == "payload-checksum":
@@ -104,10 +106,16 @@ with h5py.File(dst, "r+") as f:
         f.attrs.modify("metadata_checksum", np.uint64(meta()))
 PYEOF
 
-# check_refused CASE ARCHIVE TEXT: all three commands refuse ARCHIVE; --verify says TEXT.
+# check_refused CASE ARCHIVE TEXT [contents]: all three commands refuse ARCHIVE
+# (with "contents": --verify and --extract refuse it, --list lists it); --verify says TEXT.
 check_refused() {
-	local what=$1 archive=$2 text=$3 cmd
-	for cmd in --verify --list --extract; do
+	local what=$1 archive=$2 text=$3 cmd cmds=(--verify --list --extract)
+	if [ "${4:-}" = contents ]; then
+		cmds=(--verify --extract)
+		"$PYFS_PACK" --list "$archive" >/dev/null 2>"$WORK/last.err" ||
+			fail "$what: --list reads only the metadata, yet failed: $(head -c 400 "$WORK/last.err")"
+	fi
+	for cmd in "${cmds[@]}"; do
 		local args=("$cmd" "$archive")
 		[ "$cmd" != --extract ] || args+=("$WORK/out-$what")
 		expect_fail "$what: pyfs-pack $cmd" "$PYFS_PACK" "${args[@]}"
@@ -130,14 +138,17 @@ done
 # A flipped byte inside each dataset.
 for ds in inodes dirents names payload; do
 	"$PY" -s "$WORK/poke.py" "flip-$ds" "$WORK/good.h5" "$WORK/bad.h5" || fail "cannot damage $ds"
-	check_refused "flip-$ds" "$WORK/bad.h5" "checksum mismatch"
+	check_refused "flip-$ds" "$WORK/bad.h5" "checksum mismatch" "$([ "$ds" = payload ] && echo contents)"
 done
 
 while read -r what text; do
 	"$PY" -s "$WORK/poke.py" "$what" "$WORK/good.h5" "$WORK/bad.h5" || fail "cannot make case $what"
-	check_refused "$what" "$WORK/bad.h5" "$text"
+	case $what in
+	payload-checksum | file-checksum) check_refused "$what" "$WORK/bad.h5" "$text" contents ;;
+	*) check_refused "$what" "$WORK/bad.h5" "$text" ;;
+	esac
 done <<'EOF'
-version version 2
+version version 3
 format not a pyfs archive
 payload-checksum payload checksum mismatch
 metadata-checksum metadata checksum mismatch

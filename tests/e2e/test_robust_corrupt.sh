@@ -8,7 +8,9 @@
 # never die by a signal, never hang (20 s), never print a sanitizer report, and refuse
 # every copy that --verify refuses with exit status 1 and a message, creating nothing;
 # a copy that still verifies (damage in padding) must list, extract and mount exactly
-# like the original. PYFS_CORRUPT_SEED picks another reproducible campaign.
+# like the original. PYFS_CORRUPT_SEED picks another reproducible campaign. A second,
+# shorter campaign does the same to the tree packed with -z in 4 KiB blocks (the block
+# index and the compressed blocks among the damaged bytes).
 . "$(dirname "$0")/lib.sh"
 need_fuse
 command -v mpirun >/dev/null || skip "mpirun is missing (apt-get install openmpi-bin)"
@@ -34,4 +36,12 @@ PYFS_CORRUPT_KEEP=${PYFS_CORRUPT_KEEP:-$PYFS_BUILD_DIR/robust-artifacts/corrupt}
 	"$WORK/campaign" 2>"$WORK/campaign.log" || rc=$?
 sed "s/^/$TEST_NAME: /" "$WORK/campaign.log" >&2
 [ "$rc" -eq 0 ] || fail "the corruption campaign found failures (damaged archives kept in ${PYFS_CORRUPT_KEEP:-$PYFS_BUILD_DIR/robust-artifacts/corrupt})"
+
+"$PYFS_PACK" -q -p "$PY" -z --block-size=4K "$WORK/good-z.h5" "$tree" || fail "pyfs-pack -z failed"
+PYFS_CORRUPT_KEEP=${PYFS_CORRUPT_KEEP:-$PYFS_BUILD_DIR/robust-artifacts/corrupt-z} \
+	PYFS_CORRUPT_MUTATIONS=${PYFS_CORRUPT_MUTATIONS:-250} PYFS_CORRUPT_MOUNTS=${PYFS_CORRUPT_MOUNTS:-15} \
+	"${PY_ISOLATED[@]}" "$PYFS_SOURCE_DIR/tests/robust/corrupt_campaign.py" "$WORK/good-z.h5" \
+	"$WORK/campaign" 2>"$WORK/campaign-z.log" || rc=$?
+sed "s/^/$TEST_NAME: -z: /" "$WORK/campaign-z.log" >&2
+[ "$rc" -eq 0 ] || fail "the corruption campaign of the -z archive found failures (damaged archives kept in ${PYFS_CORRUPT_KEEP:-$PYFS_BUILD_DIR/robust-artifacts/corrupt-z})"
 exit 0

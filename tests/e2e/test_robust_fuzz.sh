@@ -31,11 +31,11 @@ flags=(-g -O1 -std=gnu17 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -fno-omit-frame-po
 read -r -a h5_cflags <<<"$(pkg-config --cflags hdf5-openmpi)"
 read -r -a h5_libs <<<"$(pkg-config --libs hdf5-openmpi)"
 "$CLANG" "${flags[@]}" "$src/tests/fuzz/fuzz_image.c" "$src/archive/image.c" \
-	"$src/archive/log.c" -lxxhash -o "$WORK/fuzz_image" 2>"$WORK/build.err" ||
+	"$src/archive/log.c" -lxxhash -lzstd -o "$WORK/fuzz_image" 2>"$WORK/build.err" ||
 	fail "cannot build fuzz_image: $(head -c 1500 "$WORK/build.err")"
 "$CLANG" "${flags[@]}" "${h5_cflags[@]}" "$src/tests/fuzz/fuzz_archive.c" \
-	"$src/archive/archive_io.c" "$src/archive/image.c" "$src/archive/log.c" \
-	"${h5_libs[@]}" -lxxhash -o "$WORK/fuzz_archive" 2>"$WORK/build.err" ||
+	"$src/archive/archive_io.c" "$src/archive/stream.c" "$src/archive/image.c" "$src/archive/log.c" \
+	"${h5_libs[@]}" -lxxhash -lzstd -o "$WORK/fuzz_archive" 2>"$WORK/build.err" ||
 	fail "cannot build fuzz_archive: $(head -c 1500 "$WORK/build.err")"
 
 # Seeds: small trees with every kind of entry, odd names, a long path, depth, and nothing.
@@ -63,6 +63,12 @@ for tree in sample names deep empty; do
 	"$PYFS_PACK" -q --no-compile "$WORK/$tree.h5" "$t/$tree" || fail "cannot pack the $tree tree"
 	archives+=("$WORK/$tree.h5")
 done
+# Compressed (format version 2): the block index and the decoder, small blocks so
+# that the seeds hold several.
+printf 'import numpy as np  # %.0s\n' $(seq 3000) >"$t/sample/text.py"
+"$PYFS_PACK" -q --no-compile -z --block-size=4K "$WORK/sample-z.h5" "$t/sample" ||
+	fail "cannot pack the sample tree with -z"
+archives+=("$WORK/sample-z.h5")
 # Hand-made hostile archives (tests/robust/craft.py: a cycle, a directory hard link, names
 # that escape...) start the image fuzzer next to the rules it must keep.
 crafted=(valid dotdot slash duplicate unsorted cycle dir-hard-link root-named file-as-parent

@@ -8,6 +8,8 @@
  * load must return 0 with an image, or a negative errno with a one-line message;
  * afterwards no HDF5 object may be left open (a leaked handle would keep the file open
  * inside HDF5, which then shares it with the next open of that path).
+ * An archive that loads is also streamed (stream.h: the packer's --verify path) and, when
+ * compressed, read through a block cache and inflated.
  * Crashes inside libhdf5 (not instrumented, but its faults are caught) count as findings:
  * the tools must never die by a signal on a corrupt archive.
  *
@@ -21,10 +23,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "archive_io.h"
 #include "image.h"
+#include "stream.h"
 
 static int fuzz_fd = -1;
 static char fuzz_path[4096];
@@ -74,6 +78,60 @@ static void fuzz_write_file(const uint8_t *data, size_t size)
 	}
 }
 
+/* The streamed verification of the archive at path: 0 or -EIO/-EINVAL with a message. */
+static void fuzz_stream(const char *path)
+{
+	struct pyfs_image_parts parts = {0};
+	struct pyfs_archive *archive = NULL;
+	struct pyfs_image *image = NULL;
+	struct pyfs_stream *stream = NULL;
+	struct pyfs_err err = {""};
+	int ret;
+
+	ret = pyfs_archive_open(path, &archive, &err);
+	if (ret == 0)
+		ret = pyfs_archive_read_metadata(archive, &parts, &err);
+	if (ret == 0)
+		ret = pyfs_image_create(&parts, &image, &err);
+	fuzz_check(ret == 0, "a loaded archive failed to open again: %d %s", ret, err.msg);
+	ret = pyfs_stream_open(archive, image, &stream, &err);
+	if (ret == 0)
+		ret = pyfs_stream_verify_payload(stream, &err);
+	if (ret == 0)
+		ret = pyfs_stream_verify_files(stream, &err);
+	fuzz_check(ret == 0 || (ret == -EIO && err.msg[0] && !strchr(err.msg, '\n')),
+		   "stream verify gave %d '%s'", ret, err.msg);
+	pyfs_stream_close(stream);
+	pyfs_image_destroy(image);
+	pyfs_image_parts_free(&parts);
+	pyfs_archive_close(archive);
+}
+
+/* Every file of a compressed image read through a cache, then the image inflated. */
+static void fuzz_compressed(struct pyfs_image *image)
+{
+	struct pyfs_block_cache *cache = pyfs_block_cache_create(image);
+	struct pyfs_err err = {""};
+	int ret;
+
+	fuzz_check(cache != NULL, "no block cache");
+	for (uint32_t i = 0; i < pyfs_image_inode_count(image) && i < 4096; i++) {
+		const struct pyfs_inode *ino = pyfs_image_inode(image, i);
+		const uint8_t *data;
+		size_t len;
+
+		if (!S_ISREG(ino->mode))
+			continue;
+		ret = pyfs_image_read_cached(image, cache, i, 0, 1 << 20, &data, &len);
+		fuzz_check(ret == 0 || ret == -EIO, "cached read gave %d", ret);
+		fuzz_check(ret || len == (ino->data_size < (1 << 20) ? ino->data_size : 1 << 20),
+			   "cached read of %zu bytes", len);
+	}
+	pyfs_block_cache_destroy(cache);
+	ret = pyfs_image_inflate(image, 2, &err);
+	fuzz_check(ret == 0 || (ret == -EIO && err.msg[0]), "inflate gave %d", ret);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -99,7 +157,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fuzz_check(pyfs_image_resolve(image, "/", &found) == 0 && found == 0, "root");
 		(void)pyfs_image_verify_payload(image, &err);
 		(void)pyfs_image_verify_files(image, &err);
+		if (pyfs_image_compressed(image))
+			fuzz_compressed(image);
 		pyfs_image_destroy(image);
+		fuzz_stream(fuzz_path);
 	} else {
 		fuzz_check(ret < 0 && err.msg[0] && !strchr(err.msg, '\n'),
 			   "load failed with %d but message '%s'", ret, err.msg);

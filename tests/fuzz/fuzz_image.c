@@ -13,11 +13,17 @@
  *                        FUZZ_FIX_NLINK     set every nlink from the dirents as they are,
  *                                           so a changed entry reaches the tree checks
  *                                           (cycles, directory links, reachability)
+ *                        FUZZ_BLOCKS        a compressed payload (format version 2): a
+ *                                           block section follows the payload
+ *                        FUZZ_FIX_BLOCKS    set each in-range block's checksum from its
+ *                                           stored bytes, so reads reach the decoder
  *   bytes 1..16   uint32 inode_count, dirent_count, names_size, payload_size
  *   bytes 17..32  uint64 metadata_checksum, payload_checksum (used unless fixed)
  *   then          inodes, dirents, names, payload (each cut short when the input is),
- *                 then a probe: a path for pyfs_image_resolve, also split into names
- *                 looked up in every directory.
+ *   with BLOCKS   uint32 block_size, block_count, raw_size, then the block records,
+ *   then          a probe: a path for pyfs_image_resolve, also split into names
+ *                 looked up in every directory. A compressed image is read through a
+ *                 block cache, then inflated and read again.
  *
  * Each part lies at the END of its own mapping, followed by an inaccessible page, so a
  * read past any array faults (ASan does not watch mmap()ed memory). When the parts are
@@ -47,6 +53,8 @@
 #define FUZZ_FIX_PAYLOAD  0x02u
 #define FUZZ_FIX_FILES	  0x04u
 #define FUZZ_FIX_NLINK	  0x08u
+#define FUZZ_BLOCKS	  0x10u
+#define FUZZ_FIX_BLOCKS	  0x20u
 #define FUZZ_HEADER_SIZE  33u
 
 /* Work per input stays bounded whatever the counts say. */
@@ -134,6 +142,18 @@ static void fuzz_fix_files(struct pyfs_image_parts *p)
 	}
 }
 
+/* Checksums of the blocks whose stored bytes are in bounds. */
+static void fuzz_fix_blocks(struct pyfs_image_parts *p)
+{
+	for (uint64_t b = 0; b < p->block_count; b++) {
+		struct pyfs_block *blk = &p->blocks[b];
+
+		if (blk->offset <= p->payload_size &&
+		    blk->stored_size <= p->payload_size - blk->offset)
+			blk->checksum = XXH3_64bits(p->payload + blk->offset, blk->stored_size);
+	}
+}
+
 /* nlink as the directories' entries say: names of a file, 2 + subdirectories of a directory. */
 static void fuzz_fix_nlink(struct pyfs_image_parts *p)
 {
@@ -172,26 +192,38 @@ static void fuzz_touch(const void *data, size_t len)
 	}
 }
 
+/* The reader cache of a compressed image under test (NULL for an uncompressed one). */
+static struct pyfs_block_cache *fuzz_cache;
+
 static void fuzz_file(const struct pyfs_image *image, uint32_t index, const struct stat *st)
 {
 	const uint64_t size = (uint64_t)st->st_size;
 	const uint64_t offsets[] = {0,	  1,	    size / 2,	    size ? size - 1 : 0,
 				    size, size + 1, UINT64_MAX - 1, UINT64_MAX};
 	const uint64_t sizes[] = {0, 1, 4096, 131072, UINT64_MAX};
+	bool z = pyfs_image_compressed(image);
 	const uint8_t *data;
 	size_t len;
 
 	for (size_t o = 0; o < sizeof(offsets) / sizeof(offsets[0]); o++) {
 		for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
-			int ret = pyfs_image_read(image, index, offsets[o], sizes[s], &data, &len);
+			uint64_t want =
+			    z && sizes[s] > PYFS_CACHE_REPLY_MAX ? PYFS_CACHE_REPLY_MAX : sizes[s];
+			int ret =
+			    z ? pyfs_image_read_cached(image, fuzz_cache, index, offsets[o],
+						       sizes[s], &data, &len)
+			      : pyfs_image_read(image, index, offsets[o], sizes[s], &data, &len);
 			uint64_t avail = offsets[o] < size ? size - offsets[o] : 0;
 
+			/* A compressed block may not decode: EIO, nothing else. */
+			if (z && ret == -EIO)
+				continue;
 			fuzz_check(ret == 0, "read of file %u returned %d", index, ret);
-			fuzz_check(len <= sizes[s] && len <= avail,
+			fuzz_check(len <= want && len <= avail,
 				   "read of file %u at %llu gave %zu bytes", index,
 				   (unsigned long long)offsets[o], len);
-			fuzz_check(len == (sizes[s] < avail ? sizes[s] : avail),
-				   "short read of file %u", index);
+			fuzz_check(len == (want < avail ? want : avail), "short read of file %u",
+				   index);
 			fuzz_touch(data, len);
 		}
 	}
@@ -437,11 +469,41 @@ static void fuzz_accessors(const struct pyfs_image *image, const uint8_t *probe,
 	fuzz_probe(image, probe, probe_size);
 }
 
+/* A compressed image inflated: it succeeds and reads raw, or fails and stays as it was. */
+static void fuzz_inflate(struct pyfs_image *image)
+{
+	struct pyfs_err err = {""};
+	uint64_t before = 0, after = 0;
+	struct pyfs_image_totals totals;
+	int ret;
+
+	pyfs_image_payload(image, &before);
+	ret = pyfs_image_inflate(image, 2, &err);
+	pyfs_image_payload(image, &after);
+	pyfs_image_get_totals(image, &totals);
+	if (ret < 0) {
+		fuzz_check(ret == -EIO && err.msg[0] && pyfs_image_compressed(image) &&
+			       before == after,
+			   "inflate failed with %d '%s'", ret, err.msg);
+		return;
+	}
+	fuzz_check(!pyfs_image_compressed(image) && after == totals.raw_bytes, "inflate");
+	ret = pyfs_image_verify_files(image, &err);
+	fuzz_check(ret == 0 || ret == -EIO, "verify_files after inflate gave %d", ret);
+	for (uint32_t i = 0; i < pyfs_image_inode_count(image) && i < FUZZ_MAX_INODES_VISITED;
+	     i++) {
+		struct stat st;
+
+		if (pyfs_image_stat(image, i, &st) == 0 && S_ISREG(st.st_mode))
+			fuzz_file(image, i, &st);
+	}
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct fuzz_region regions[4] = {{NULL, 0}};
+	struct fuzz_region regions[5] = {{NULL, 0}};
 	struct pyfs_image_parts parts;
 	struct pyfs_image *image = NULL;
 	struct pyfs_err err = {""};
@@ -485,6 +547,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	p += got[3];
 	if (!parts.inodes || !parts.dirents || !parts.names || !parts.payload)
 		goto out;
+	left = size - (size_t)(p - data);
+	if ((flags & FUZZ_BLOCKS) && left >= 12) {
+		uint64_t bytes = (uint64_t)fuzz_u32(p + 4) * sizeof(struct pyfs_block);
+
+		parts.block_size = fuzz_u32(p);
+		parts.raw_size = fuzz_u32(p + 8);
+		p += 12;
+		left -= 12;
+		if (bytes > left)
+			bytes = left - left % sizeof(struct pyfs_block);
+		parts.block_count = bytes / sizeof(struct pyfs_block);
+		parts.blocks = fuzz_guarded_copy(p, bytes, &regions[4]);
+		if (!parts.blocks)
+			goto out;
+		p += bytes;
+		left -= bytes;
+		if (flags & FUZZ_FIX_BLOCKS)
+			fuzz_fix_blocks(&parts);
+	}
 	if (flags & FUZZ_FIX_FILES)
 		fuzz_fix_files(&parts);
 	if (flags & FUZZ_FIX_NLINK)
@@ -492,9 +573,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	parts.metadata_checksum = fuzz_u64(data + 17);
 	parts.payload_checksum = fuzz_u64(data + 25);
 	if (flags & FUZZ_FIX_METADATA)
-		parts.metadata_checksum =
-		    pyfs_metadata_checksum(parts.inodes, parts.inode_count, parts.dirents,
-					   parts.dirent_count, parts.names, parts.names_size);
+		parts.metadata_checksum = pyfs_parts_metadata_checksum(&parts);
 	if (flags & FUZZ_FIX_PAYLOAD)
 		parts.payload_checksum = XXH3_64bits(parts.payload, parts.payload_size);
 
@@ -507,10 +586,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	fuzz_check(image != NULL && parts.inodes == NULL && parts.inode_count == 0,
 		   "create succeeded but did not take the parts");
+	if (pyfs_image_compressed(image)) {
+		fuzz_check(pyfs_image_share_blocks(image, 2) == 0, "no shared cache");
+		fuzz_cache = pyfs_block_cache_create(image);
+		fuzz_check(fuzz_cache != NULL, "no block cache");
+	}
 	fuzz_accessors(image, p, left);
+	if (fuzz_cache) {
+		pyfs_block_cache_destroy(fuzz_cache);
+		fuzz_cache = NULL;
+		fuzz_inflate(image);
+	}
 	pyfs_image_destroy(image);
 out:
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 5; i++)
 		fuzz_region_free(&regions[i]);
 	return 0;
 }

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <xxhash.h>
+#include <zstd.h>
 
 struct helper_node {
 	uint32_t mode;
@@ -309,9 +310,71 @@ uint32_t helper_find_dirent(const struct pyfs_image_parts *parts, uint32_t dir, 
 
 void helper_parts_reseal(struct pyfs_image_parts *parts)
 {
-	parts->metadata_checksum =
-	    pyfs_metadata_checksum(parts->inodes, parts->inode_count, parts->dirents,
-				   parts->dirent_count, parts->names, parts->names_size);
+	parts->metadata_checksum = pyfs_parts_metadata_checksum(parts);
+}
+
+void helper_parts_compress(struct pyfs_image_parts *parts, uint32_t block_size)
+{
+	uint64_t raw_size = parts->payload_size;
+	uint64_t count = raw_size / block_size + (raw_size % block_size != 0);
+	size_t bound = ZSTD_compressBound(block_size);
+	uint8_t *stored = pyfs_buffer_alloc(count * bound);
+	uint8_t *out = malloc(bound);
+	uint64_t used = 0;
+
+	cr_assert(stored && out, "out of memory");
+	parts->blocks = pyfs_buffer_alloc(count * sizeof(struct pyfs_block));
+	cr_assert_not_null(parts->blocks, "out of memory");
+	for (uint64_t b = 0; b < count; b++) {
+		uint64_t from = b * block_size;
+		size_t len = raw_size - from < block_size ? raw_size - from : block_size;
+		size_t n = ZSTD_compress(out, bound, parts->payload + from, len, 3);
+		struct pyfs_block *blk = &parts->blocks[b];
+
+		cr_assert(!ZSTD_isError(n), "zstd: %s", ZSTD_getErrorName(n));
+		blk->offset = used;
+		if (n < len) {
+			blk->codec = PYFS_CODEC_ZSTD;
+			memcpy(stored + used, out, n);
+		} else {
+			blk->codec = PYFS_CODEC_RAW;
+			n = len;
+			memcpy(stored + used, parts->payload + from, n);
+		}
+		blk->stored_size = (uint32_t)n;
+		blk->checksum = XXH3_64bits(stored + used, n);
+		used += n;
+	}
+	free(out);
+	pyfs_buffer_free(parts->payload, parts->payload_size);
+	parts->payload = pyfs_buffer_alloc(used);
+	cr_assert_not_null(parts->payload, "out of memory");
+	memcpy(parts->payload, stored, used);
+	pyfs_buffer_free(stored, count * bound);
+	parts->payload_size = used;
+	parts->payload_checksum = XXH3_64bits(parts->payload, used);
+	parts->block_count = count;
+	parts->block_size = block_size;
+	parts->raw_size = raw_size;
+	helper_parts_reseal(parts);
+}
+
+struct helper_tree *helper_compressible_tree(void)
+{
+	struct helper_tree *tree = helper_sample_tree();
+	static uint8_t text[HELPER_BIG_SIZE], noise[HELPER_NOISE_SIZE];
+	uint64_t x = 88172645463325252u;
+
+	cr_assert_not_null(tree, "out of memory");
+	for (size_t i = 0; i < sizeof(text); i++)
+		text[i] = (uint8_t)("import numpy as np\n"[i % 19] + (i / 4096) % 3);
+	for (size_t i = 0; i < sizeof(noise); i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		noise[i] = (uint8_t)x;
+	}
+	helper_tree_file(tree, SAMPLE_ROOT, "big.txt", text, sizeof(text), 0644);
+	helper_tree_file(tree, SAMPLE_A, "noise.bin", noise, sizeof(noise), 0644);
+	return tree;
 }
 
 void helper_parts_alloc(struct pyfs_image_parts *parts, uint64_t inode_count, uint64_t dirent_count,
@@ -338,6 +401,9 @@ int helper_write_archive(const char *path, const struct pyfs_image_parts *parts,
 	    .dirent_count = parts->dirent_count,
 	    .names_size = parts->names_size,
 	    .payload_size = parts->payload_size,
+	    .block_size = parts->block_size,
+	    .block_count = parts->block_count,
+	    .raw_size = parts->raw_size,
 	};
 	struct pyfs_writer *writer = NULL;
 	uint64_t offset, done = 0;
@@ -357,6 +423,8 @@ int helper_write_archive(const char *path, const struct pyfs_image_parts *parts,
 		done += (uint64_t)n;
 	}
 	cr_assert_eq(close(fd), 0);
+	if (parts->block_size)
+		pyfs_writer_set_blocks(writer, parts->blocks);
 	return pyfs_writer_finish(writer, parts->inodes, parts->dirents, parts->names,
 				  parts->payload_checksum, err);
 }

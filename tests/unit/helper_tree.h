@@ -76,6 +76,21 @@ void helper_sample_parts(struct pyfs_image_parts *parts);
 /* The dirent index of name in directory dir of parts, or UINT32_MAX. */
 uint32_t helper_find_dirent(const struct pyfs_image_parts *parts, uint32_t dir, const char *name);
 
+/*
+ * Turn parts (built uncompressed) into a compressed payload: zstd level 3 in
+ * blocks of block_size, raw where a block does not shrink, checksums set.
+ */
+void helper_parts_compress(struct pyfs_image_parts *parts, uint32_t block_size);
+
+/*
+ * The sample tree plus "big.txt" (HELPER_BIG_SIZE bytes of repetitive text:
+ * compresses well) and "a/noise.bin" (HELPER_NOISE_SIZE pseudo-random
+ * bytes: blocks of it stay raw), so 4 KiB blocks give both kinds.
+ */
+#define HELPER_BIG_SIZE	  20000u
+#define HELPER_NOISE_SIZE 9000u
+struct helper_tree *helper_compressible_tree(void);
+
 /* Recompute parts->metadata_checksum after a test changed the metadata. */
 void helper_parts_reseal(struct pyfs_image_parts *parts);
 

@@ -580,7 +580,7 @@ Test(archive_reader, other_version_is_refused_with_advice)
 
 	set_attribute(path, PYFS_ATTR_VERSION, H5T_STD_U32LE, &version);
 	expect_open_fails(path, -EINVAL,
-			  "is pyfs archive version 7; this pyfs reads version 1: "
+			  "is pyfs archive version 7; this pyfs reads versions 1 and 2: "
 			  "repack it with a matching pyfs-pack");
 }
 

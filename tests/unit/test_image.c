@@ -6,11 +6,14 @@
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <xxhash.h>
+#include <zstd.h>
 
 #include "helper_tree.h"
 #include "image.h"
@@ -1137,4 +1140,435 @@ Test(image_validate, large_tree_validates_in_linear_time, .timeout = 20)
 	cr_assert_eq(pyfs_image_resolve(img, "pkg0200000/module_0.py", &found), 0);
 	cr_assert_eq(pyfs_image_verify_files(img, &err), 0, "%s", err.msg);
 	pyfs_image_destroy(img);
+}
+
+/* --- compressed payloads (format version 2) ---------------------------------------------- */
+
+#define ZBLOCK 4096u
+
+/* The compressible tree, built raw into *raw and compressed into *z (both valid parts). */
+static void compressed_parts(struct pyfs_image_parts *raw, struct pyfs_image_parts *z)
+{
+	struct helper_tree *tree = helper_compressible_tree();
+
+	cr_assert_eq(helper_tree_build(tree, raw), 0);
+	cr_assert_eq(helper_tree_build(tree, z), 0);
+	helper_tree_free(tree);
+	helper_parts_compress(z, ZBLOCK);
+}
+
+/* A raw image of the compressible tree and a compressed one of the same tree. */
+static struct pyfs_image *raw_image, *z_image;
+
+static void compressed_setup(void)
+{
+	struct pyfs_image_parts raw, z;
+
+	compressed_parts(&raw, &z);
+	memset(&err, 0, sizeof(err));
+	cr_assert_eq(pyfs_image_create(&raw, &raw_image, &err), 0, "%s", err.msg);
+	cr_assert_eq(pyfs_image_create(&z, &z_image, &err), 0, "%s", err.msg);
+}
+
+static void compressed_teardown(void)
+{
+	pyfs_image_destroy(raw_image);
+	pyfs_image_destroy(z_image);
+	raw_image = z_image = NULL;
+}
+
+/* Bytes [off, off + size) of file index read through cache equal those of the raw image. */
+static void expect_same_read(struct pyfs_block_cache *cache, uint32_t index, uint64_t off,
+			     uint64_t size)
+{
+	const uint8_t *want, *got;
+	size_t want_len, got_len;
+
+	cr_assert_eq(pyfs_image_read(raw_image, index, off, size, &want, &want_len), 0);
+	cr_assert_eq(pyfs_image_read_cached(z_image, cache, index, off, size, &got, &got_len), 0,
+		     "inode %u [%lu, +%lu)", index, (unsigned long)off, (unsigned long)size);
+	cr_assert_eq(got_len, want_len, "inode %u [%lu, +%lu): %zu bytes, expected %zu", index,
+		     (unsigned long)off, (unsigned long)size, got_len, want_len);
+	cr_assert_eq(memcmp(got, want, want_len), 0, "inode %u [%lu, +%lu) differs", index,
+		     (unsigned long)off, (unsigned long)size);
+}
+
+Test(image_compressed, has_both_kinds_of_block, .init = compressed_setup,
+     .fini = compressed_teardown)
+{
+	const struct pyfs_image_parts *p = pyfs_image_parts(z_image);
+	uint64_t zstd = 0, raw = 0;
+	struct pyfs_image_totals t;
+
+	cr_assert(pyfs_image_compressed(z_image));
+	cr_assert_not(pyfs_image_compressed(raw_image));
+	for (uint64_t b = 0; b < p->block_count; b++)
+		p->blocks[b].codec == PYFS_CODEC_ZSTD ? zstd++ : raw++;
+	cr_assert(zstd >= 2 && raw >= 1, "%lu zstd and %lu raw blocks", (unsigned long)zstd,
+		  (unsigned long)raw);
+	pyfs_image_get_totals(z_image, &t);
+	cr_assert_eq(t.blocks, p->block_count);
+	cr_assert_eq(t.raw_bytes, pyfs_image_parts(raw_image)->payload_size);
+	cr_assert_lt(t.payload_bytes, t.raw_bytes);
+}
+
+Test(image_compressed, reads_give_the_raw_bytes_at_every_offset, .init = compressed_setup,
+     .fini = compressed_teardown)
+{
+	struct pyfs_block_cache *cache = pyfs_block_cache_create(z_image);
+	static const uint64_t sizes[] = {1,	 7,	     100,	 ZBLOCK - 1,
+					 ZBLOCK, ZBLOCK + 1, 3 * ZBLOCK, 1 << 20};
+
+	cr_assert_not_null(cache);
+	for (uint32_t i = 0; i < pyfs_image_inode_count(z_image); i++) {
+		const struct pyfs_inode *ino = pyfs_image_inode(z_image, i);
+
+		if (!S_ISREG(ino->mode))
+			continue;
+		for (uint64_t off = 0; off <= ino->data_size + 1; off += ino->data_size / 7 + 1)
+			for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++)
+				expect_same_read(cache, i, off, sizes[s]);
+	}
+	pyfs_block_cache_destroy(cache);
+}
+
+Test(image_compressed, plain_read_refuses_a_compressed_image, .init = compressed_setup,
+     .fini = compressed_teardown)
+{
+	const uint8_t *data;
+	uint32_t big;
+	size_t len;
+
+	cr_assert_eq(pyfs_image_resolve(z_image, "big.txt", &big), 0);
+	cr_assert_eq(pyfs_image_read(z_image, big, 0, 10, &data, &len), -EIO);
+	cr_assert_eq(pyfs_image_read_cached(z_image, NULL, big, 0, 10, &data, &len), -EIO);
+}
+
+Test(image_compressed, inflate_gives_the_raw_payload, .init = compressed_setup,
+     .fini = compressed_teardown)
+{
+	uint64_t raw_size, size;
+	const uint8_t *raw = pyfs_image_payload(raw_image, &raw_size);
+	const uint8_t *inflated;
+
+	cr_assert_eq(pyfs_image_inflate(z_image, 3, &err), 0, "%s", err.msg);
+	cr_assert_not(pyfs_image_compressed(z_image));
+	inflated = pyfs_image_payload(z_image, &size);
+	cr_assert_eq(size, raw_size);
+	cr_assert_eq(memcmp(inflated, raw, size), 0);
+	cr_assert_eq(pyfs_image_verify_payload(z_image, &err), 0, "%s", err.msg);
+	cr_assert_eq(pyfs_image_verify_files(z_image, &err), 0, "%s", err.msg);
+}
+
+Test(image_compressed, verify_passes_then_names_a_flipped_block, .init = compressed_setup,
+     .fini = compressed_teardown)
+{
+	const struct pyfs_image_parts *p = pyfs_image_parts(z_image);
+	char want[64];
+
+	cr_assert_eq(pyfs_image_verify_payload(z_image, &err), 0, "%s", err.msg);
+	p->payload[p->blocks[2].offset + 5] ^= 0x20;
+	cr_assert_eq(pyfs_image_verify_payload(z_image, &err), -EIO);
+	snprintf(want, sizeof(want), "block 2 checksum mismatch (stored 0x");
+	cr_assert(strstr(err.msg, want), "%s", err.msg);
+}
+
+/* The first zstd block of p. */
+static uint64_t first_zstd_block(const struct pyfs_image_parts *p)
+{
+	for (uint64_t b = 0; b < p->block_count; b++)
+		if (p->blocks[b].codec == PYFS_CODEC_ZSTD)
+			return b;
+	cr_assert_fail("no zstd block");
+	return 0;
+}
+
+Test(image_compressed, frame_that_lies_about_its_size_fails_verify, .init = compressed_setup,
+     .fini = compressed_teardown)
+{
+	const struct pyfs_image_parts *p = pyfs_image_parts(z_image);
+	uint64_t b = first_zstd_block(p);
+	struct pyfs_block *blk = &p->blocks[b];
+
+	/* A valid frame of other contents, checksum made to match: only the header tells. */
+	{
+		uint8_t other[64];
+		size_t n = ZSTD_compress(other, sizeof(other), "x", 1, 1);
+
+		cr_assert_leq(n, blk->stored_size);
+		memcpy(p->payload + blk->offset, other, n);
+		blk->checksum = XXH3_64bits(p->payload + blk->offset, blk->stored_size);
+	}
+	cr_assert_eq(pyfs_image_verify_payload(z_image, &err), -EIO);
+	cr_assert(strstr(err.msg, "the zstd frame does not announce its"), "%s", err.msg);
+}
+
+Test(image_compressed, undecodable_block_is_eio_and_the_rest_still_reads, .init = compressed_setup,
+     .fini = compressed_teardown)
+{
+	const struct pyfs_image_parts *p = pyfs_image_parts(z_image);
+	struct pyfs_block_cache *cache = pyfs_block_cache_create(z_image);
+	uint64_t b = first_zstd_block(p);
+	struct pyfs_block *blk = &p->blocks[b];
+	const uint8_t *data;
+	uint32_t big;
+	size_t len;
+
+	cr_assert_not_null(cache);
+	cr_assert_eq(pyfs_image_resolve(z_image, "big.txt", &big), 0);
+	/* Garbage after the frame header: the header is fine, the data is not. */
+	memset(p->payload + blk->offset + 6, 0xff, blk->stored_size - 6);
+	for (int i = 0; i < 2; i++) {
+		uint32_t file = UINT32_MAX;
+
+		for (uint32_t j = 0; j < pyfs_image_inode_count(z_image); j++) {
+			const struct pyfs_inode *ino = pyfs_image_inode(z_image, j);
+
+			if (S_ISREG(ino->mode) && ino->data_size &&
+			    ino->data_offset / ZBLOCK <= b &&
+			    (ino->data_offset + ino->data_size - 1) / ZBLOCK >= b)
+				file = j;
+		}
+		cr_assert_neq(file, UINT32_MAX);
+		{
+			uint64_t start = pyfs_image_inode(z_image, file)->data_offset;
+			uint64_t off = b * ZBLOCK > start ? b * ZBLOCK - start : 0;
+
+			cr_assert_eq(
+			    pyfs_image_read_cached(z_image, cache, file, off, 1, &data, &len), -EIO,
+			    "read %d of the broken block", i);
+		}
+	}
+	/* Another block still serves. */
+	for (uint32_t j = 0; j < pyfs_image_inode_count(z_image); j++) {
+		const struct pyfs_inode *ino = pyfs_image_inode(z_image, j);
+
+		if (S_ISREG(ino->mode) && ino->data_size &&
+		    (ino->data_offset + ino->data_size - 1) / ZBLOCK < b) {
+			expect_same_read(cache, j, 0, ino->data_size);
+			break;
+		}
+	}
+	pyfs_block_cache_destroy(cache);
+}
+
+Test(image_compressed, metadata_checksum_covers_the_blocks)
+{
+	struct pyfs_image_parts raw, z;
+	struct pyfs_image *img = NULL;
+
+	compressed_parts(&raw, &z);
+	pyfs_image_parts_free(&raw);
+	z.blocks[1].checksum ^= 1;
+	cr_assert_eq(pyfs_image_create(&z, &img, &err), -EINVAL);
+	cr_assert(strstr(err.msg, "metadata checksum mismatch"), "%s", err.msg);
+	pyfs_image_parts_free(&z);
+}
+
+/* One row per rule of the block index; applied to compressed parts, then resealed. */
+typedef void zcorrupt_fn(struct pyfs_image_parts *parts);
+
+static void z_block_size_odd(struct pyfs_image_parts *p)
+{
+	p->block_size = 6000;
+}
+
+static void z_block_size_small(struct pyfs_image_parts *p)
+{
+	p->block_size = 2048;
+}
+
+static void z_block_size_big(struct pyfs_image_parts *p)
+{
+	p->block_size = 2u << 20;
+}
+
+static void z_too_few_blocks(struct pyfs_image_parts *p)
+{
+	p->block_count--;
+}
+
+static void z_raw_size_lies(struct pyfs_image_parts *p)
+{
+	p->raw_size += ZBLOCK;
+}
+
+static void z_gap(struct pyfs_image_parts *p)
+{
+	p->blocks[2].offset++;
+}
+
+static void z_overlap(struct pyfs_image_parts *p)
+{
+	p->blocks[3].offset--;
+}
+
+static void z_out_of_range(struct pyfs_image_parts *p)
+{
+	p->blocks[p->block_count - 1].stored_size = 0xfffffff0u;
+	p->blocks[p->block_count - 1].codec = PYFS_CODEC_ZSTD;
+}
+
+static void z_first_not_at_zero(struct pyfs_image_parts *p)
+{
+	p->blocks[0].offset = 1;
+}
+
+static void z_raw_wrong_size(struct pyfs_image_parts *p)
+{
+	for (uint64_t b = 0; b < p->block_count; b++)
+		if (p->blocks[b].codec == PYFS_CODEC_ZSTD) {
+			p->blocks[b].codec = PYFS_CODEC_RAW;
+			return;
+		}
+}
+
+static void z_zstd_not_smaller(struct pyfs_image_parts *p)
+{
+	for (uint64_t b = 0; b < p->block_count; b++)
+		if (p->blocks[b].codec == PYFS_CODEC_RAW) {
+			p->blocks[b].codec = PYFS_CODEC_ZSTD;
+			return;
+		}
+}
+
+static void z_unknown_codec(struct pyfs_image_parts *p)
+{
+	p->blocks[1].codec = 7;
+}
+
+static void z_short_of_payload(struct pyfs_image_parts *p)
+{
+	p->payload_size++;
+}
+
+static void z_file_past_raw(struct pyfs_image_parts *p)
+{
+	for (uint64_t i = 0; i < p->inode_count; i++)
+		if (S_ISREG(p->inodes[i].mode) && p->inodes[i].data_size) {
+			p->inodes[i].data_offset = p->raw_size;
+			return;
+		}
+}
+
+static void z_blocks_without_size(struct pyfs_image_parts *p)
+{
+	p->block_size = 0;
+}
+
+static const struct {
+	const char *what;
+	zcorrupt_fn *apply;
+	const char *message;
+} zcorruptions[] = {
+    {"block size not a power of two", z_block_size_odd,
+     "block size 6000 is not a power of two in 4096..1048576"},
+    {"block size too small", z_block_size_small, "block size 2048 is not a power of two"},
+    {"block size too big", z_block_size_big, "block size 2097152 is not a power of two"},
+    {"too few blocks", z_too_few_blocks,
+     "blocks for 29032 raw bytes in blocks of 4096 (expected 8)"},
+    {"raw size lies", z_raw_size_lies, "raw bytes in blocks of 4096 (expected 9)"},
+    {"gap between blocks", z_gap, "block 2: stored at offset"},
+    {"overlapping blocks", z_overlap, "block 3: stored at offset"},
+    {"first block not at 0", z_first_not_at_zero,
+     "block 0: stored at offset 1 but the previous block ends at 0"},
+    {"block out of range", z_out_of_range, "lies outside the payload"},
+    {"raw block of the wrong size", z_raw_wrong_size, "stored raw in"},
+    {"zstd block not smaller", z_zstd_not_smaller, "compressed size 4096 is not in 1..4095"},
+    {"unknown codec", z_unknown_codec, "block 1: unknown codec 7"},
+    {"blocks end before the payload", z_short_of_payload, "the blocks end at"},
+    {"file past the raw contents", z_file_past_raw, "lies outside the raw contents (size 29032)"},
+    {"blocks without a block size", z_blocks_without_size, "without a block size"},
+};
+
+ParameterizedTestParameters(image_validate, refuses_lying_block_index)
+{
+	static size_t rows[sizeof(zcorruptions) / sizeof(zcorruptions[0])];
+
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		rows[i] = i;
+	return cr_make_param_array(size_t, rows, sizeof(rows) / sizeof(rows[0]));
+}
+
+ParameterizedTest(size_t *row, image_validate, refuses_lying_block_index)
+{
+	struct pyfs_image_parts raw, z, saved;
+	struct pyfs_image *img = NULL;
+	int ret;
+
+	compressed_parts(&raw, &z);
+	pyfs_image_parts_free(&raw);
+	saved = z;
+	zcorruptions[*row].apply(&z);
+	helper_parts_reseal(&z);
+	memset(&err, 0, sizeof(err));
+	ret = pyfs_image_create(&z, &img, &err);
+	cr_assert_eq(ret, -EINVAL, "%s: got %d (%s)", zcorruptions[*row].what, ret, err.msg);
+	cr_assert(strstr(err.msg, "invalid archive: "), "%s", err.msg);
+	cr_assert(strstr(err.msg, zcorruptions[*row].message), "%s: expected '%s' in '%s'",
+		  zcorruptions[*row].what, zcorruptions[*row].message, err.msg);
+	cr_assert_null(img);
+	memset(&err, 0, sizeof(err));
+	cr_assert_eq(pyfs_image_check_metadata(&z, &err), -EINVAL, "%s", zcorruptions[*row].what);
+	/* Free with the sizes the buffers were allocated with. */
+	z.block_count = saved.block_count;
+	z.payload_size = saved.payload_size;
+	pyfs_image_parts_free(&z);
+}
+
+/* Threads reading random ranges through their own caches and the shared one. */
+struct reader_arg {
+	unsigned int seed;
+	int failures;
+};
+
+static void *random_reader(void *p)
+{
+	struct reader_arg *arg = p;
+	struct pyfs_block_cache *cache = pyfs_block_cache_create(z_image);
+	uint32_t count = pyfs_image_inode_count(z_image);
+
+	if (!cache) {
+		arg->failures++;
+		return NULL;
+	}
+	for (int n = 0; n < 4000; n++) {
+		uint32_t i = (uint32_t)rand_r(&arg->seed) % count;
+		const struct pyfs_inode *ino = pyfs_image_inode(z_image, i);
+		const uint8_t *want, *got;
+		size_t want_len, got_len;
+		uint64_t off, size;
+
+		if (!S_ISREG(ino->mode) || ino->data_size == 0)
+			continue;
+		off = (uint64_t)rand_r(&arg->seed) % ino->data_size;
+		size = 1 + (uint64_t)rand_r(&arg->seed) % (3 * ZBLOCK);
+		if (pyfs_image_read(raw_image, i, off, size, &want, &want_len) != 0 ||
+		    pyfs_image_read_cached(z_image, cache, i, off, size, &got, &got_len) != 0 ||
+		    got_len != want_len || memcmp(got, want, want_len) != 0)
+			arg->failures++;
+	}
+	pyfs_block_cache_destroy(cache);
+	return NULL;
+}
+
+Test(image_compressed, threads_sharing_decoded_blocks_read_the_raw_bytes, .init = compressed_setup,
+     .fini = compressed_teardown)
+{
+	struct reader_arg args[4];
+	pthread_t tids[4];
+
+	/* Two slots for eight blocks: constant replacement under contention. */
+	cr_assert_eq(pyfs_image_share_blocks(z_image, 2), 0);
+	cr_assert_eq(pyfs_image_share_blocks(raw_image, 2), 0, "a no-op when uncompressed");
+	for (int t = 0; t < 4; t++) {
+		args[t] = (struct reader_arg){.seed = 17u + (unsigned int)t};
+		cr_assert_eq(pthread_create(&tids[t], NULL, random_reader, &args[t]), 0);
+	}
+	for (int t = 0; t < 4; t++) {
+		pthread_join(tids[t], NULL);
+		cr_assert_eq(args[t].failures, 0, "thread %d: %d wrong reads", t, args[t].failures);
+	}
+	/* Inflating drops the shared cache with the compressed payload. */
+	cr_assert_eq(pyfs_image_inflate(z_image, 2, &err), 0, "%s", err.msg);
 }

@@ -1,0 +1,61 @@
+#!/bin/bash
+# The real stack (numpy, scipy, mpi4py, h5py) packed with -z: the archive is
+# well under half the uncompressed one; the mount serves the same tree; the
+# Debian interpreter imports numpy and scipy (compiled submodules: dlopen of
+# .so files decompressed on demand) from the mount with no .py opened, so no
+# module was compiled; --inflate serves the same bytes; the daemon's memory
+# after the import stays below the raw payload.
+. "$(dirname "$0")/lib.sh"
+need_fuse
+need_numpy_stack
+command -v strace >/dev/null || skip "strace is missing (apt-get install strace)"
+numpy_archive_z
+
+raw=$(stat -c %s "$NUMPY_ARCHIVE")
+z=$(stat -c %s "$NUMPY_ZARCHIVE")
+[ "$z" -lt $((raw / 2)) ] || fail "compressed archive has $z bytes, uncompressed $raw"
+note "archive ${z} bytes, $(awk -v a="$z" -v b="$raw" 'BEGIN { printf "%.3f", a / b }')x the uncompressed one"
+
+mnt=$WORK/mnt
+imnt=$WORK/imnt
+mkdir "$mnt" "$imnt"
+at_exit unmount_all "$mnt" "$imnt"
+"$PYFS_MOUNT" --ready-file="$WORK/ready" "$NUMPY_ZARCHIVE" "$mnt" || fail "pyfs-mount failed"
+pid=$(cat "$WORK/ready")
+
+cat >"$WORK/imports.py" <<'PYEOF'
+import sys
+import mpi4py
+mpi4py.rc.initialize = False  # load mpi4py.MPI without starting MPI
+import numpy, scipy, scipy.linalg, scipy.sparse, scipy.special, h5py
+from mpi4py import MPI
+assert abs(numpy.linalg.inv(numpy.eye(3) * 2)[0, 0] - 0.5) < 1e-12
+assert abs(scipy.special.gamma(5) - 24) < 1e-9
+mnt = sys.argv[1] + "/"
+files = [(name, m.__file__) for name, m in list(sys.modules.items())
+         if name.split(".")[0] in ("numpy", "scipy", "mpi4py", "h5py")
+         and getattr(m, "__file__", None)]
+bad = [f"{name}: {path}" for name, path in files if not path.startswith(mnt)]
+for line in bad[:10]:
+    print("not from the mount:", line, file=sys.stderr)
+sys.exit(1 if bad or len(files) < 100 else 0)
+PYEOF
+PYTHONPATH=$mnt strace -f -qq -e trace=open,openat -o "$WORK/strace.log" \
+	"${PY_ISOLATED[@]}" "$WORK/imports.py" "$mnt" || fail "imports from the compressed mount failed"
+opened() { grep -F "\"$mnt/" "$WORK/strace.log" | grep -v ' = -1 ' | grep -cE "\\.$1\"" || true; }
+so=$(opened so)
+py=$(opened py)
+[ "$so" -ge 10 ] || fail "only $so .so files opened from the mount"
+[ "$py" -eq 0 ] || fail "$py .py files opened from the mount"
+
+rss=$(awk '/^VmRSS:/ { print $2 * 1024 }' "/proc/$pid/status")
+payload=$("${PY_ISOLATED[@]}" -c 'import os, sys; print(sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(sys.argv[1]) for f in fs if not os.path.islink(os.path.join(r, f))))' "$NUMPY_TREE")
+note "daemon RSS $((rss >> 20)) MiB after the import; files hold $((payload >> 20)) MiB"
+[ "$rss" -lt "$payload" ] || fail "daemon RSS $rss bytes, not below the $payload bytes of the files"
+
+diff_trees "$NUMPY_TREE" "$mnt"
+compare_trees "$NUMPY_TREE" "$mnt"
+"$PYFS_MOUNT" --inflate "$NUMPY_ZARCHIVE" "$imnt" || fail "pyfs-mount --inflate failed"
+diff_trees "$NUMPY_TREE" "$imnt"
+PYTHONPATH=$imnt "${PY_ISOLATED[@]}" "$WORK/imports.py" "$imnt" || fail "imports from the inflated mount failed"
+exit 0
