@@ -509,6 +509,8 @@ static bool mount_failed(struct mount_state *state, int rc, struct pyfs_err *err
 	rc = pull_agree(MPI_COMM_WORLD, origin, rc, err, &failed);
 	if (rc == 0)
 		return false;
+	/* Reported here: the SIGTERM mpirun may send while we exit adds nothing. */
+	mount_interrupt_speaker(false);
 	if (state->world.rank == 0) {
 		if (state->world.size > 1) {
 			snprintf(prefix, sizeof(prefix), MOUNT_PROGRAM "[rank %d]", failed);

@@ -12,6 +12,10 @@
  *   PYFS_FAULT_MARK=PATH    written ("PID\n") once the rank has stopped
  *   PYFS_FAULT_SECONDS=S    how long it stays stopped (default 60)
  *
+ * With PYFS_FAULT_AT=read the rank stops in its first payload read instead (a
+ * pread(2) of 1 MiB or more, in its reader thread), which also happens with one
+ * node alone, where there is no exchange.
+ *
  * It also wraps pread(2), to fail one reader in the middle of its payload reads:
  *
  *   PYFS_FAULT_EIO_RANK=N   on this MPI_COMM_WORLD rank, the second pread of 1 MiB or
@@ -27,6 +31,7 @@
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -86,6 +91,9 @@ ssize_t pread64(int fd, void *buf, size_t count, off_t offset)
 
 	if (!real)
 		real = (ssize_t(*)(int, void *, size_t, off_t))dlsym(RTLD_NEXT, "pread64");
+	if (count >= (1u << 20) && getenv("PYFS_FAULT_AT") &&
+	    strcmp(getenv("PYFS_FAULT_AT"), "read") == 0)
+		pause_once();
 	if (rank_env && count >= (1u << 20) && MPI_Initialized(&initialized) == MPI_SUCCESS &&
 	    initialized) {
 		PMPI_Comm_rank(MPI_COMM_WORLD, &rank);
