@@ -38,8 +38,9 @@ interrupt() {
 	while [ "$1" != -- ]; do launcher+=("$1"); shift; done
 	shift
 	rm -f "$WORK/mark"
-	# Stopped in its first payload read: there is an exchange only with two nodes.
-	"${launcher[@]}" env LD_PRELOAD="$preload" PYFS_FAULT_AT=read PYFS_FAULT_RANK="$victim" PYFS_FAULT_MARK="$WORK/mark" \
+	# Stopped in the exchange, or with one node (no exchange) in its first read.
+	"${launcher[@]}" env LD_PRELOAD="$preload" PYFS_FAULT_AT="$([ ${#launcher[@]} -gt 0 ] || echo read)" \
+		PYFS_FAULT_RANK="$victim" PYFS_FAULT_MARK="$WORK/mark" \
 		PYFS_FAULT_SECONDS=60 "$PYFS_MOUNT" "$@" </dev/null >"$WORK/out" 2>&1 &
 	job=$!
 	wait_until 60 test -s "$WORK/mark" || fail "rank $victim never reached the pull: $(cat "$WORK/out")"

@@ -63,7 +63,7 @@ asan_lib=$(ldd "$PYFS_MOUNT" | awk '/libasan/ && !found { print $3; found = 1 }'
 # start_paused_job SECONDS: job A, stopped for SECONDS in its pull; sets $job_a.
 start_paused_job() {
 	rm -f "$WORK/mark"
-	mpirun -np 1 env LD_PRELOAD="$preload" PYFS_FAULT_RANK=0 PYFS_FAULT_MARK="$WORK/mark" \
+	mpirun -np 1 env LD_PRELOAD="$preload" PYFS_FAULT_AT=read PYFS_FAULT_RANK=0 PYFS_FAULT_MARK="$WORK/mark" \
 		PYFS_FAULT_SECONDS="$1" "$PYFS_MOUNT" "$WORK/a.h5" "$mnt" </dev/null >"$WORK/a.out" 2>&1 &
 	job_a=$!
 	wait_until 60 test -s "$WORK/mark" || fail "job A never reached its pull: $(cat "$WORK/a.out")"

@@ -2,7 +2,7 @@
  * pmpi_pause.c - an LD_PRELOAD shim (MPI profiling interface) that stops one rank of
  * pyfs-mount in the middle of the pull, so that a test can kill it there.
  *
- * It wraps the first call of the payload exchange (MPI_Irecv for the ring,
+ * It wraps the first call of the payload exchange (MPI_Irecv or MPI_Isend for the ring,
  * MPI_Allgatherv for --exchange=allgatherv): by then the metadata has been broadcast,
  * the readers are reading, and every other rank waits for this one in the exchange.
  * The chosen rank writes its PID to a file and sleeps before it goes on; a test kills
@@ -13,8 +13,8 @@
  *   PYFS_FAULT_SECONDS=S    how long it stays stopped (default 60)
  *
  * With PYFS_FAULT_AT=read the rank stops in its first payload read instead (a
- * pread(2) of 1 MiB or more, in its reader thread), which also happens with one
- * node alone, where there is no exchange.
+ * pread(2) of 64 KiB or more, the smallest chunk, in its reader thread), which
+ * also happens with one node alone, where there is no exchange.
  *
  * It also wraps pread(2), to fail one reader in the middle of its payload reads:
  *
@@ -36,6 +36,13 @@
 #include <unistd.h>
 
 /* Stop here once, on the chosen rank. */
+static int pause_at_read(void)
+{
+	const char *at = getenv("PYFS_FAULT_AT");
+
+	return at && strcmp(at, "read") == 0;
+}
+
 static void pause_once(void)
 {
 	static int paused;
@@ -68,14 +75,24 @@ static void pause_once(void)
 int MPI_Irecv(void *buf, int count, MPI_Datatype type, int source, int tag, MPI_Comm comm,
 	      MPI_Request *request)
 {
-	pause_once();
+	if (!pause_at_read())
+		pause_once();
 	return PMPI_Irecv(buf, count, type, source, tag, comm, request);
+}
+
+int MPI_Isend(const void *buf, int count, MPI_Datatype type, int dest, int tag, MPI_Comm comm,
+	      MPI_Request *request)
+{
+	if (!pause_at_read())
+		pause_once();
+	return PMPI_Isend(buf, count, type, dest, tag, comm, request);
 }
 
 int MPI_Allgatherv(const void *sendbuf, int sendcount, MPI_Datatype sendtype, void *recvbuf,
 		   const int recvcounts[], const int displs[], MPI_Datatype recvtype, MPI_Comm comm)
 {
-	pause_once();
+	if (!pause_at_read())
+		pause_once();
 	return PMPI_Allgatherv(sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype,
 			       comm);
 }
@@ -91,8 +108,7 @@ ssize_t pread64(int fd, void *buf, size_t count, off_t offset)
 
 	if (!real)
 		real = (ssize_t(*)(int, void *, size_t, off_t))dlsym(RTLD_NEXT, "pread64");
-	if (count >= (1u << 20) && getenv("PYFS_FAULT_AT") &&
-	    strcmp(getenv("PYFS_FAULT_AT"), "read") == 0)
+	if (count >= (64u << 10) && pause_at_read())
 		pause_once();
 	if (rank_env && count >= (1u << 20) && MPI_Initialized(&initialized) == MPI_SUCCESS &&
 	    initialized) {
