@@ -105,6 +105,8 @@ int pyfs_writer_set_environment(struct pyfs_writer *writer, const char *const *i
 				struct pyfs_err *err);
 int pyfs_archive_read_environment(struct pyfs_archive *archive, char **items, size_t *count,
 				  struct pyfs_err *err);
+
+/*
  * The block index of a compressed payload (shape.block_count records), kept
  * by pointer until pyfs_writer_finish(), which writes it and covers it by the
  * metadata checksum. Required when shape.block_size is set.

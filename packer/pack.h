@@ -49,8 +49,8 @@ struct pack_options {
 	bool dereference;	/* -L */
 	bool strict;		/* --strict: escapes are errors */
 	const char *mount_path; /* --mount-path; NULL: the source's own path */
-	int compress_level;  /* 0: no compression (-z sets PACK_COMPRESS_LEVEL_DEFAULT) */
-	uint32_t block_size; /* raw bytes per compressed block */
+	int compress_level;	/* 0: no compression (-z sets PACK_COMPRESS_LEVEL_DEFAULT) */
+	uint32_t block_size;	/* raw bytes per compressed block */
 };
 
 /* zstd level of a bare -z, and the levels accepted by -z LEVEL. */

@@ -28,8 +28,10 @@ static const char *write_with(const char *name, const char *const *items, size_t
 	int fd;
 
 	helper_sample_parts(&parts);
-	shape = (struct pyfs_writer_shape){parts.inode_count, parts.dirent_count, parts.names_size,
-					   parts.payload_size};
+	shape = (struct pyfs_writer_shape){.inode_count = parts.inode_count,
+					   .dirent_count = parts.dirent_count,
+					   .names_size = parts.names_size,
+					   .payload_size = parts.payload_size};
 	cr_assert_eq(pyfs_writer_create(path, &shape, &writer, &err), 0, "%s", err.msg);
 	offset = pyfs_writer_payload_file_offset(writer);
 	fd = open(path, O_WRONLY | O_CLOEXEC);
@@ -131,8 +133,10 @@ Test(archive_env, writer_refuses_too_many_or_too_long)
 	memset(long_item, 'a', PYFS_ENV_ITEM_MAX);
 	long_item[PYFS_ENV_ITEM_MAX] = '\0';
 	helper_sample_parts(&parts);
-	shape = (struct pyfs_writer_shape){parts.inode_count, parts.dirent_count, parts.names_size,
-					   parts.payload_size};
+	shape = (struct pyfs_writer_shape){.inode_count = parts.inode_count,
+					   .dirent_count = parts.dirent_count,
+					   .names_size = parts.names_size,
+					   .payload_size = parts.payload_size};
 	cr_assert_eq(pyfs_writer_create(helper_temp_path("big.h5"), &shape, &writer, &err), 0);
 	cr_assert_eq(pyfs_writer_set_environment(writer, many, PYFS_ENV_ITEMS_MAX + 1, &err),
 		     -E2BIG);
