@@ -131,9 +131,9 @@ static void mount_usage(FILE *out)
 	    "In MOUNTPOINT and PATH, %%r is the MPI rank, %%n the node index, %%%% a '%%'.\n"
 	    "\n"
 	    "Advanced pull options (for measurements):\n"
-	    "      --exchange=METHOD  how nodes pass the payload on: ring (default; a\n"
-	    "                         pipelined ring of point-to-point transfers) or\n"
-	    "                         allgatherv (rounds of MPI_Allgatherv in place)\n"
+	    "      --exchange=METHOD  how nodes pass the payload on: allgatherv (default;\n"
+	    "                         rounds of MPI_Allgatherv in place) or ring (a\n"
+	    "                         pipelined ring of point-to-point transfers)\n"
 	    "      --chunk=KIB        payload chunk size in KiB, a power of two from %d to\n"
 	    "                         %d (default: up to %d, from the payload size and\n"
 	    "                         the node count)\n"
@@ -938,7 +938,7 @@ int main(int argc, char **argv)
 	memset(&config, 0, sizeof(config));
 	config.verify = true;
 	config.timeout = MOUNT_DEFAULT_TIMEOUT;
-	config.exchange = PULL_EXCHANGE_RING;
+	config.exchange = PULL_EXCHANGE_ALLGATHERV;
 	config.readers = PULL_READERS_DEFAULT;
 	ops_options_default(&config.ops);
 	pyfs_log_set_prefix(MOUNT_PROGRAM);

@@ -28,7 +28,8 @@ bed_up() {
 	# shellcheck disable=SC1090
 	. "$("$BED" env >"$WORK/bed.env" && echo "$WORK/bed.env")"
 	HOSTFILE=$PYFS_HOSTFILE
-	mapfile -t HOSTS < <(awk '{ print $1 }' "$HOSTFILE")
+	# The compute hosts by name (the host file has their addresses).
+	mapfile -t HOSTS < <(grep -vx storage "$PYFS_BED_STATE/names")
 }
 
 # bed_down: tear the bed down; afterwards nothing of it may be left.
