@@ -28,6 +28,20 @@ class BedError(RuntimeError):
     pass
 
 
+def cpu_times():
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]  # idle + iowait
+    return sum(v) - idle, sum(v)
+
+
+def cpu_busy(before, after):
+    """Fraction of the machine's CPU time that was busy between two cpu_times()."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else None
+
+
 class Bed:
     def __init__(self, b, bed_id):
         self.b = b
@@ -100,9 +114,11 @@ class Bed:
         full += list(argv)
         e = self.env(env)
         self.b.log("$ " + " ".join(full), console=False)
+        c0 = cpu_times()
         t0 = time.perf_counter()
         p = run_captured(full, env=e, timeout=timeout)
         dt = time.perf_counter() - t0
+        p.cpu_busy = cpu_busy(c0, cpu_times())
         self.b.log((p.stdout + p.stderr).rstrip()[-3000:], console=False)
         return dt, p
 

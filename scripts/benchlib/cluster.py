@@ -51,6 +51,10 @@ def add_arguments(ap):
                         "build). One with --exchange is measured with each exchange")
     g.add_argument("--cluster-rounds", type=int,
                    help="rounds of the pull and of each storm (default 1 quick, 3 full)")
+    g.add_argument("--mca", action="append", default=[], metavar="NAME=VALUE",
+                   help="an Open MPI MCA setting for every launch (repeatable; e.g. "
+                        "mpi_yield_when_idle=1)")
+    g.add_argument("--methods", help="comma list: measure only these methods (default: all)")
     g.add_argument("--parts", default="pull,storm,storm-cached",
                    help="cluster parts to run (default %(default)s)")
 
@@ -120,6 +124,10 @@ def run(b):
             ctx.bed.id, n_max, ctx.rate, ctx.storage_rate))
         ctx.bed.up(n_max, ctx.rate, ctx.storage_rate)
         ctx.data["meta"]["bed_up_seconds"] = ctx.bed.up_seconds
+        for kv in b.args.mca:
+            name, _, value = kv.partition("=")
+            ctx.bed.mpi_env["OMPI_MCA_" + name] = value
+        ctx.data["meta"]["mca"] = b.args.mca
         cluster_setup.measure_links(ctx)
         ctx.save()
         cluster_setup.stage(ctx)

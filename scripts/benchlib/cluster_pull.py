@@ -20,8 +20,10 @@ MOUNTPOINT = "/pyenv"
 
 
 def methods(ctx):
-    return [v["name"] for v in ctx.pyfs] + ["bcast", "all-read", "bcast-untar", "squashfuse",
-                                            "none"]
+    ms = [v["name"] for v in ctx.pyfs] + ["bcast", "all-read", "bcast-untar", "squashfuse",
+                                          "none"]
+    only = ctx.b.args.methods
+    return [m for m in ms if m in only.split(",")] if only else ms
 
 
 def parse_pyfs(text):
@@ -65,7 +67,8 @@ def job(ctx, method, n, tree="pull", keep=False):
     bed.profile_start()
     seconds, p = bed.mpirun(n, argv)
     server = bed.profile_info()
-    res = {"seconds": seconds, "ok": p.returncode == 0, "server": server}
+    res = {"seconds": seconds, "ok": p.returncode == 0, "server": server,
+           "cpu_busy": getattr(p, "cpu_busy", None)}
     text = p.stdout + p.stderr
     if p.returncode != 0:
         res["log"] = text[-800:]
@@ -99,8 +102,10 @@ def show(ctx, method, n, res, payload):
     s = res["server"]
     meta = sum(c for op, c in s["ops"].items() if op not in ("READ", "WRITE"))
     ph = res.get("phases", {})
-    ctx.b.log("  pull %-18s %d hosts: %s s%s; server read %s (%.2fx payload), %d metadata ops%s"
+    busy = res.get("cpu_busy")
+    ctx.b.log("  pull %-18s %d hosts: %s s%s%s; server read %s (%.2fx payload), %d metadata ops%s"
               % (method, n, fmt_s(res["seconds"]), "" if res["ok"] else " FAILED",
+                 " (CPU %.0f%% busy)" % (100 * busy) if busy is not None else "",
                  fmt_bytes(s["bytes_read"]), s["bytes_read"] / payload, meta,
                  ("; read %s s, exchange %s s" % (fmt_s(ph.get("read")), fmt_s(ph.get("exchange")))
                   if "exchange" in ph else "")))

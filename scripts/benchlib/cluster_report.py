@@ -83,7 +83,14 @@ def pull_tables(c, goals):
                fmt_bytes(c["meta"]["tree_pull"]["sqfs_bytes"]), payload / R)]
     rows = []
     for m, by_n in pull.items():
-        rows.append([label(m)] + [fmt_s(med_time(by_n, n)) for n in nodes])
+        row = [label(m)]
+        for n in nodes:
+            busy = med([r.get("cpu_busy") for r in ok_runs(by_n, n)])
+            row.append(fmt_s(med_time(by_n, n)) +
+                       (" (CPU %.0f%%)" % (100 * busy) if busy is not None else ""))
+        rows.append(row)
+    out.append("CPU: the fraction of the machine's two cores busy during the launch (all "
+               "hosts, the storage server and the rest of the machine), where recorded.\n")
     out.append(md_table(["method"] + ["%d host%s" % (n, "s" if n > 1 else "") for n in nodes],
                         rows))
     rows = []
@@ -311,7 +318,8 @@ def report(b):
                                       " (+%d modified files)" % bi["modified_files"]
                                       if bi.get("modified_files") else "",
                                       " " + " ".join(v["args"]) if v["args"] else ""))
-    md.append("pyfs-mount measured: " + "; ".join(bins) + ".\n")
+    md.append("pyfs-mount measured: " + "; ".join(bins) + "." +
+              (" Open MPI settings: %s." % ", ".join(m["mca"]) if m.get("mca") else "") + "\n")
     goals = []
     if c.get("pull"):
         md.append(pull_tables(c, goals))

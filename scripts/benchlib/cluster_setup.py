@@ -161,7 +161,10 @@ def stage(ctx):
     b, bed = ctx.b, ctx.bed
     w = b.cluster_work
     f = ctx.files
+    storm = bool(ctx.parts & {"storm", "storm-cached"})
     for name, info in ctx.trees.items():
+        if name == "stack" and not storm:
+            continue
         for label, a in info["archives"].items():
             f["%s.h5/%s" % (name, label)] = "/shared/%s-%s.h5" % (name, label)
             bed.exec("node1", ["cp", a["path"], f["%s.h5/%s" % (name, label)]])
@@ -169,7 +172,9 @@ def stage(ctx):
         bed.exec("node1", ["cp", os.path.join(w, name + ".sqfs"), f[name + ".sqfs"]])
     f["pull.tar"] = "/shared/pull.tar"
     bed.exec("node1", ["cp", os.path.join(w, "pull.tar"), f["pull.tar"]])
-    b.log("cluster: copying the stack tree (%d files) onto /shared" % ctx.trees["stack"]["files"])
-    f["stack"] = "/shared/stack"
-    bed.exec("node1", ["cp", "-a", os.path.join(w, "stack"), f["stack"]], timeout=1800)
+    if storm:
+        b.log("cluster: copying the stack tree (%d files) onto /shared" %
+              ctx.trees["stack"]["files"])
+        f["stack"] = "/shared/stack"
+        bed.exec("node1", ["cp", "-a", os.path.join(w, "stack"), f["stack"]], timeout=1800)
     bed.on_hosts(bed.hosts, ["mkdir", "-p", "/dev/shm/pyfs-bench-untar"])

@@ -19,8 +19,11 @@ def methods(ctx, gluster):
     """With GlusterFS's metadata caches on, quick mode measures only the two methods that
     send metadata to the server at import time; a pyfs job's few operations are its pull."""
     if gluster != "default" and not ctx.b.mode_full:
-        return ["direct", "squashfuse"]
-    return ["direct", "squashfuse"] + [v["name"] for v in ctx.pyfs if v["storm"]]
+        ms = ["direct", "squashfuse"]
+    else:
+        ms = ["direct", "squashfuse"] + [v["name"] for v in ctx.pyfs if v["storm"]]
+    only = ctx.b.args.methods
+    return [m for m in ms if m in only.split(",")] if only else ms
 
 
 def imports(ctx, n, root):
@@ -49,7 +52,9 @@ def job(ctx, method, n):
                     "server": bed.profile_info()}
         seconds, p = imports(ctx, n, MOUNTPOINT)
         res["stages"]["import"] = seconds
+        res["cpu_busy_mount"] = mount.get("cpu_busy")
     res["server"] = bed.profile_info()
+    res["cpu_busy_import"] = getattr(p, "cpu_busy", None)
     res["seconds"] = sum(res["stages"].values())
     if p.returncode != 0:
         res["ok"] = False
