@@ -82,6 +82,9 @@ class Bed:
                 continue
             for kv in re.findall(r'(\w+)=("[^"]*"|\S+)', m.group(1)):
                 self.mpi_env[kv[0]] = kv[1].strip('"')
+        # The bed's host file gives addresses (no name lookups on the machine).
+        with open(self.mpi_env["PYFS_HOSTFILE"]) as f:
+            self.host_lines = [line for line in f.read().splitlines() if line.strip()]
 
     def down(self):
         self.cmd("down", check=False, timeout=120, quiet=True)
@@ -102,7 +105,7 @@ class Bed:
     def hostfile(self, n):
         path = os.path.join(self.b.cluster_work, "hostfile.%d" % n)
         with open(path, "w") as f:
-            f.write("".join("%s slots=1\n" % h for h in self.hosts[:n]))
+            f.write("".join(line + "\n" for line in self.host_lines[:n]))
         return path
 
     def mpirun(self, n, argv, env=None, export=(), timeout=900):
