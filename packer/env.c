@@ -18,35 +18,28 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int pack_absolute_path(const char *path, char *out)
+bool pack_lexical_path(const char *path, char *out, size_t size, bool *climbed)
 {
-	char buf[PATH_MAX];
 	size_t len = 0;
-	const char *p, *slash;
+	const char *p, *end;
 
-	if (path[0] == '/') {
-		buf[0] = '\0';
-	} else {
-		if (!getcwd(buf, sizeof(buf)))
-			return -errno;
-	}
-	if (snprintf(out, PATH_MAX, "%s/%s", buf, path) >= PATH_MAX)
-		return -ENAMETOOLONG;
-	memcpy(buf, out, strlen(out) + 1);
-	/* Rebuild component by component into out. */
+	*climbed = false;
+	if (size == 0)
+		return false;
 	out[0] = '\0';
-	for (p = buf; *p; p = slash) {
+	for (p = path; *p; p = end) {
 		size_t n;
 
 		while (*p == '/')
 			p++;
-		slash = strchr(p, '/');
-		if (!slash)
-			slash = p + strlen(p);
-		n = (size_t)(slash - p);
+		end = strchr(p, '/');
+		if (!end)
+			end = p + strlen(p);
+		n = (size_t)(end - p);
 		if (n == 0 || (n == 1 && p[0] == '.'))
 			continue;
 		if (n == 2 && p[0] == '.' && p[1] == '.') {
+			*climbed = *climbed || len == 0;
 			while (len > 0 && out[len - 1] != '/')
 				len--;
 			if (len > 0)
@@ -54,15 +47,35 @@ int pack_absolute_path(const char *path, char *out)
 			out[len] = '\0';
 			continue;
 		}
-		if (len + 1 + n >= PATH_MAX)
-			return -ENAMETOOLONG;
-		out[len++] = '/';
+		if (len + n + 2 > size)
+			return false;
+		if (len)
+			out[len++] = '/';
 		memcpy(out + len, p, n);
 		len += n;
 		out[len] = '\0';
 	}
-	if (len == 0)
-		strcpy(out, "/");
+	return true;
+}
+
+int pack_absolute_path(const char *path, char *out)
+{
+	char buf[PATH_MAX * 2];
+	bool climbed;
+
+	if (path[0] == '/') {
+		buf[0] = '\0';
+	} else {
+		if (!getcwd(buf, PATH_MAX))
+			return -errno;
+	}
+	if (snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), "/%s", path) >=
+	    (int)(sizeof(buf) - strlen(buf)))
+		return -ENAMETOOLONG;
+	/* ".." above the root stays at the root, as the kernel resolves it. */
+	out[0] = '/';
+	if (!pack_lexical_path(buf, out + 1, PATH_MAX - 1, &climbed))
+		return -ENAMETOOLONG;
 	return 0;
 }
 

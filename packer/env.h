@@ -35,4 +35,11 @@ int pack_env_detect(const char *source, struct pack_env *env, struct pyfs_err *e
  */
 int pack_absolute_path(const char *path, char *out);
 
+/*
+ * Remove "." and ".." components of path lexically into out (size bytes),
+ * components joined by '/', no leading or trailing '/'. *climbed is set when a
+ * ".." went above the start. false when out is too small.
+ */
+bool pack_lexical_path(const char *path, char *out, size_t size, bool *climbed);
+
 #endif /* PACK_ENV_H */

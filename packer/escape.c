@@ -10,6 +10,7 @@
  * node's own /bin/sh, /bin/bash or /usr/bin/env are not escapes.
  */
 #include "escape.h"
+#include "env.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -86,41 +87,10 @@ static bool inside_mount(const struct pack_escape_config *c, const char *abs, ch
 static bool join_inside(const char *dir, const char *rel, char *out, size_t size)
 {
 	char buf[PATH_MAX * 2];
-	size_t len = 0;
-	const char *p, *end;
+	bool climbed;
 
 	snprintf(buf, sizeof(buf), "%s%s%s", dir, *dir ? "/" : "", rel);
-	out[0] = '\0';
-	for (p = buf; *p; p = end) {
-		size_t n;
-
-		while (*p == '/')
-			p++;
-		end = strchr(p, '/');
-		if (!end)
-			end = p + strlen(p);
-		n = (size_t)(end - p);
-		if (n == 0 || (n == 1 && p[0] == '.'))
-			continue;
-		if (n == 2 && p[0] == '.' && p[1] == '.') {
-			if (len == 0)
-				return false;
-			while (len > 0 && out[len - 1] != '/')
-				len--;
-			if (len > 0)
-				len--;
-			out[len] = '\0';
-			continue;
-		}
-		if (len + n + 2 >= size)
-			return false;
-		if (len)
-			out[len++] = '/';
-		memcpy(out + len, p, n);
-		len += n;
-		out[len] = '\0';
-	}
-	return true;
+	return pack_lexical_path(buf, out, size, &climbed) && !climbed;
 }
 
 /* Does reference path (from a file in archive directory dir) stay served by the mount? */
