@@ -346,3 +346,54 @@ no_temp_archives() {
 	left=$(find "$1" -maxdepth 1 -name '.*.tmp.*' -printf '%f ')
 	[ -z "$left" ] || fail "temporary archive left behind in $1: $left"
 }
+
+# ---- unprivileged users ----
+
+# users_cannot_mount: print why test users cannot mount FUSE here (not root to
+# create them, no useradd/runuser, no setuid fusermount3) and succeed; fail
+# (return 1) when they can.
+users_cannot_mount() {
+	local fm
+	[ "$(id -u)" -eq 0 ] || { echo "needs root to create test users (useradd)"; return 0; }
+	command -v useradd >/dev/null && command -v runuser >/dev/null ||
+		{ echo "useradd or runuser is missing"; return 0; }
+	fm=$(command -v fusermount3)
+	[ "$(stat -c %U "$fm")" = root ] && [ -u "$fm" ] ||
+		{ echo "$fm is not setuid root: users cannot mount FUSE here"; return 0; }
+	return 1
+}
+
+# open_fuse_to_users: the tests that mount as users run one at a time on this
+# machine (a lock held until exit), with /dev/fuse mode 0666 meanwhile.
+# Debian's udev makes it 0666; a machine without udev (a container, a bare VM)
+# may leave it 0600, and then libfuse fails as a user before it tries
+# fusermount3 ("failed to open /dev/fuse: Permission denied").
+open_fuse_to_users() {
+	local mode
+	exec 8>/tmp/pyfs-test-robust-noroot.lock
+	flock -w 300 8 || fail "another test has held /tmp/pyfs-test-robust-noroot.lock for 300 s"
+	mode=$(stat -c %a /dev/fuse)
+	if [ "$mode" != 666 ]; then
+		chmod 0666 /dev/fuse || skip "/dev/fuse is mode $mode and cannot be opened to users"
+		at_exit chmod "$mode" /dev/fuse
+		note "/dev/fuse was mode $mode (users cannot mount); set to 0666 for the test, restored at exit"
+	fi
+}
+
+# add_test_user NAME: a user NAME (its own group, no home of the system's),
+# removed at exit.
+add_test_user() {
+	useradd --no-create-home --user-group --shell /bin/sh "$1" || fail "useradd $1 failed"
+	at_exit userdel "$1"
+}
+
+# user_home USER DIR...: $WORK/home and the DIRs below it, owned by USER, the
+# way there searchable; sets home.
+user_home() {
+	local user=$1 d
+	shift
+	chmod 755 "$WORK"
+	home=$WORK/home
+	install -d -o "$user" -g "$user" -m 755 "$home"
+	for d in "$@"; do install -d -o "$user" -g "$user" -m 755 "$home/$d"; done
+}

@@ -7,26 +7,13 @@
 # with their library (pyfs-jobs.sh) in the user's bin directory.
 . "$(dirname "$0")/lib.sh"
 need_fuse
-[ "$(id -u)" -eq 0 ] || skip "needs root to create the test user (useradd)"
-command -v useradd >/dev/null && command -v runuser >/dev/null || skip "useradd or runuser is missing"
-fm=$(command -v fusermount3)
-[ "$(stat -c %U "$fm")" = root ] && [ -u "$fm" ] || skip "$fm is not setuid root: users cannot mount FUSE here"
+! why=$(users_cannot_mount) || skip "$why"
 [ -x "$PY" ] || skip "$PY is missing (apt-get install python3.11)"
-# /dev/fuse may be changed for a moment (as test_robust_noroot does): one at a time.
-exec 8>/tmp/pyfs-test-robust-noroot.lock
-flock -w 300 8 || fail "another test has held /tmp/pyfs-test-robust-noroot.lock for 300 s"
-fuse_mode=$(stat -c %a /dev/fuse)
-if [ "$fuse_mode" != 666 ]; then
-	chmod 0666 /dev/fuse || skip "/dev/fuse is mode $fuse_mode and cannot be opened to users"
-	at_exit chmod "$fuse_mode" /dev/fuse
-fi
+open_fuse_to_users
 
 user=pyfse$$
-useradd --no-create-home --user-group --shell /bin/sh "$user" || fail "useradd $user failed"
-at_exit userdel "$user"
-chmod 755 "$WORK"
-home=$WORK/home
-install -d -o "$user" -g "$user" -m 755 "$home" "$home/bin"
+add_test_user "$user"
+user_home "$user" bin
 install -o "$user" -g "$user" -m 755 "$PYFS_PACK" "$PYFS_MOUNT" "$PYFS_PROLOGUE" "$PYFS_EPILOGUE" "$home/bin/"
 install -o "$user" -g "$user" -m 644 "$(dirname "$PYFS_PROLOGUE")/pyfs-jobs.sh" "$home/bin/"
 ENV=$home/env

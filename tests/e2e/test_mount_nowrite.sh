@@ -59,24 +59,14 @@ for n in 2 4; do
 done
 
 # ---- 2. a user for whom the directory is read-only ----
-[ "$(id -u)" -eq 0 ] || { note "not root: the read-only directory as another user is not tested"; exit 0; }
-command -v useradd >/dev/null && command -v runuser >/dev/null || { note "useradd or runuser is missing: part 2 skipped"; exit 0; }
-fm=$(command -v fusermount3)
-[ "$(stat -c %U "$fm")" = root ] && [ -u "$fm" ] || { note "$fm is not setuid root: part 2 skipped"; exit 0; }
-# /dev/fuse may be changed for a moment (as in test_robust_noroot): one at a time.
-exec 8>/tmp/pyfs-test-robust-noroot.lock
-flock -w 300 8 || fail "another test has held /tmp/pyfs-test-robust-noroot.lock for 300 s"
-fuse_mode=$(stat -c %a /dev/fuse)
-if [ "$fuse_mode" != 666 ]; then
-	chmod 0666 /dev/fuse || skip "/dev/fuse is mode $fuse_mode and cannot be opened to users"
-	at_exit chmod "$fuse_mode" /dev/fuse
+if why=$(users_cannot_mount); then
+	note "$why: part 2 (the read-only directory as another user) skipped"
+	exit 0
 fi
+open_fuse_to_users
 user=pyfsw$$
-useradd --no-create-home --user-group --shell /bin/sh "$user" || fail "useradd $user failed"
-at_exit userdel "$user"
-chmod 755 "$WORK"
-home=$WORK/home
-install -d -o "$user" -g "$user" -m 755 "$home" "$home/bin"
+add_test_user "$user"
+user_home "$user" bin
 install -o "$user" -g "$user" -m 755 "$PYFS_MOUNT" "$home/bin/"
 chmod -R a+rX "$src"
 umnts=()

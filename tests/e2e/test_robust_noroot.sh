@@ -10,38 +10,20 @@
 # has it (the file is edited for the test and restored at exit).
 . "$(dirname "$0")/lib.sh"
 need_fuse
-[ "$(id -u)" -eq 0 ] || skip "needs root to create the test users (useradd)"
-command -v useradd >/dev/null && command -v runuser >/dev/null || skip "useradd or runuser is missing"
-fm=$(command -v fusermount3)
-[ "$(stat -c %U "$fm")" = root ] && [ -u "$fm" ] || skip "$fm is not setuid root: users cannot mount FUSE here"
+! why=$(users_cannot_mount) || skip "$why"
 [ -x "$PY" ] || skip "$PY is missing (apt-get install python3.11)"
 [ -f /etc/fuse.conf ] || skip "/etc/fuse.conf is missing (apt-get install fuse3)"
 # /dev/fuse and /etc/fuse.conf are changed for a moment: one run at a time per machine.
-exec 8>/tmp/pyfs-test-robust-noroot.lock
-flock -w 300 8 || fail "another test_robust_noroot has held /tmp/pyfs-test-robust-noroot.lock for 300 s"
-
-# Debian's udev makes /dev/fuse 0666; a machine without udev (a container, a bare VM)
-# may leave it 0600, and then libfuse fails as a user before it tries fusermount3
-# ("failed to open /dev/fuse: Permission denied"). Give it the usual mode for the test.
-fuse_mode=$(stat -c %a /dev/fuse)
-if [ "$fuse_mode" != 666 ]; then
-	chmod 0666 /dev/fuse || skip "/dev/fuse is mode $fuse_mode and cannot be opened to users"
-	at_exit chmod "$fuse_mode" /dev/fuse
-	note "/dev/fuse was mode $fuse_mode (users cannot mount); set to 0666 for the test, restored at exit"
-fi
+open_fuse_to_users
 
 user=pyfsu$$
 other=pyfso$$
-useradd --no-create-home --user-group --shell /bin/sh "$user" || fail "useradd $user failed"
-at_exit userdel "$user"
-useradd --no-create-home --user-group --shell /bin/sh "$other" || fail "useradd $other failed"
-at_exit userdel "$other"
+add_test_user "$user"
+add_test_user "$other"
 uid=$(id -u "$user")
 
 # The user's own directory, with copies of the tools (any build directory may be private).
-chmod 755 "$WORK"
-home=$WORK/home
-install -d -o "$user" -g "$user" -m 755 "$home" "$home/bin" "$home/mnt"
+user_home "$user" bin mnt
 install -o "$user" -g "$user" -m 755 "$PYFS_PACK" "$PYFS_MOUNT" "$home/bin/"
 mnt=$home/mnt
 at_exit unmount_all "$mnt"
