@@ -18,8 +18,7 @@
 need_numpy_stack
 bed_up 3 --no-cap
 stack_archive /shared/env.h5
-mpicc -shared -fPIC -O1 -o "$WORK/pmpi_pause.so" "$PYFS_SOURCE_DIR/tests/robust/pmpi_pause.c" ||
-	fail "cannot build the pause shim"
+pause_shim
 # What a site sets for Open MPI's daemons (pyfs-prologue does it for its own
 # mpirun): a daemon whose host is gone is noticed after 16 s, not after TCP's
 # 15 minutes.
@@ -61,7 +60,7 @@ pull_paused() {
 	shift 2
 	rm -f "$WORK/mark"
 	timeout -k 5 300 mpirun --hostfile "$HOSTFILE" --map-by ppr:1:node \
-		-x LD_PRELOAD="$WORK/pmpi_pause.so" -x PYFS_FAULT_RANK="$rank" \
+		-x LD_PRELOAD="$preload" -x PYFS_FAULT_RANK="$rank" \
 		-x PYFS_FAULT_MARK="$WORK/mark" -x PYFS_FAULT_SECONDS=3 -x PYFS_FAULT_AT="${fault_at:-}" \
 		"$PYFS_MOUNT" --timeout "$timeout" "$@" /shared/env.h5 /pyenv >"$out" 2>&1 &
 	pull_pid=$!

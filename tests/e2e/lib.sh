@@ -347,6 +347,41 @@ no_temp_archives() {
 	[ -z "$left" ] || fail "temporary archive left behind in $1: $left"
 }
 
+# pause_shim: build tests/robust/pmpi_pause.c (stops a rank mid-pull; see there)
+# into $WORK and set preload to the LD_PRELOAD value for pyfs-mount: the shim,
+# after the ASan runtime when pyfs-mount is a sanitizer build.
+pause_shim() {
+	local asan
+	mpicc -shared -fPIC -O1 -o "$WORK/pmpi_pause.so" "$PYFS_SOURCE_DIR/tests/robust/pmpi_pause.c" ||
+		fail "cannot build the pause shim"
+	preload=$WORK/pmpi_pause.so
+	asan=$(ldd "$PYFS_MOUNT" | awk '/libasan/ && !found { print $3; found = 1 }')
+	[ -z "$asan" ] || preload=$asan:$preload
+}
+
+# check_node_shares ERR NODES MIN_SHARE MAX_RATIO: in the -v report ERR of a
+# pull by NODES nodes, every node read its own share of the payload (each more
+# than MIN_SHARE bytes, at most 1 MiB beyond it: the metadata on node 0, never
+# another node's chunks), the shares add up to the payload, and all nodes read
+# at most MAX_RATIO times it. Sets payload and ratio. Report lines:
+# "node N (rank R): read B bytes of the archive file for a S-byte share of the payload"
+check_node_shares() {
+	local err=$1 nodes=$2 min=$3 max=$4 node read share total=0
+	grep -E '^pyfs-mount\[rank 0\]: node [0-9]+ ' "$err" >"$WORK/nodes" || true
+	[ "$(wc -l <"$WORK/nodes")" -eq "$nodes" ] || fail "expected $nodes node reports: $(cat "$err")"
+	payload=$(sed -nE 's/.*all nodes read [0-9]+ bytes of the archive file for a ([0-9]+)-byte payload.*/\1/p' "$err")
+	[ -n "$payload" ] || fail "no total in the report: $(cat "$err")"
+	while read -r node read share; do
+		[ "$share" -gt "$min" ] || fail "node $node got a $share-byte share of a $payload-byte payload"
+		[ "$read" -ge "$share" ] && [ "$read" -le $((share + 1048576)) ] ||
+			fail "node $node read $read bytes for a $share-byte share"
+		total=$((total + share))
+	done < <(sed -E 's/.*node ([0-9]+) \(rank [0-9]+\): read ([0-9]+) bytes .* a ([0-9]+)-byte share of the payload.*/\1 \2 \3/' "$WORK/nodes")
+	[ "$total" -eq "$payload" ] || fail "shares add up to $total bytes, the payload has $payload"
+	ratio=$(sed -nE 's/.*all nodes read .*: ([0-9.]+)x the payload/\1/p' "$err")
+	awk -v r="$ratio" -v m="$max" 'BEGIN { exit !(r >= 1.0 && r <= m) }' || fail "nodes read ${ratio}x the payload"
+}
+
 # ---- unprivileged users ----
 
 # users_cannot_mount: print why test users cannot mount FUSE here (not root to

@@ -15,11 +15,7 @@ for i in $(seq 10); do head -c 100000 /dev/urandom >"$src/f$i"; done
 "$PYFS_PACK" -q --no-compile "$WORK/a.h5" "$src" || fail "pyfs-pack failed"
 at_exit unmount_all "$WORK/m0" "$WORK/m1"
 at_exit 'for p in $(pgrep -f -- "pyfs-mount.*$WORK/" || true); do kill -KILL "$p" 2>/dev/null || true; done'
-mpicc -shared -fPIC -O1 -o "$WORK/pmpi_pause.so" "$PYFS_SOURCE_DIR/tests/robust/pmpi_pause.c" ||
-	fail "cannot build the pause shim"
-preload=$WORK/pmpi_pause.so
-asan_lib=$(ldd "$PYFS_MOUNT" | awk '/libasan/ && !found { print $3; found = 1 }')
-[ -z "$asan_lib" ] || preload=$asan_lib:$preload
+pause_shim
 # locks: lock files of pyfs-mount for m0 or m1 (named by device and inode).
 locks() {
 	local m ino

@@ -27,23 +27,8 @@ for m in "${mnts[@]}"; do
 done
 compare_trees "$NUMPY_TREE" "${mnts[3]}"
 
-# "node N (rank R): read B bytes of the archive file for a S-byte share of the payload"
-grep -E '^pyfs-mount\[rank 0\]: node [0-9]+ ' "$WORK/err" >"$WORK/nodes" || true
-[ "$(wc -l <"$WORK/nodes")" -eq 4 ] || fail "expected 4 node reports: $(cat "$WORK/err")"
-payload=$(sed -nE 's/.*all nodes read [0-9]+ bytes of the archive file for a ([0-9]+)-byte payload.*/\1/p' "$WORK/err")
-[ -n "$payload" ] || fail "no total in the report: $(cat "$WORK/err")"
-total_slices=0
-while read -r node read slice; do
-	# Each node reads its share and at most 1 MiB more (the metadata on node 0):
-	# never another node's chunks.
-	[ "$slice" -gt 20000000 ] || fail "node $node got a $slice-byte share of a ~120 MB payload"
-	[ "$read" -ge "$slice" ] || fail "node $node read $read bytes for a $slice-byte share"
-	[ "$read" -le $((slice + 1048576)) ] || fail "node $node read $read bytes for a $slice-byte share"
-	total_slices=$((total_slices + slice))
-done < <(sed -E 's/.*node ([0-9]+) \(rank [0-9]+\): read ([0-9]+) bytes .* a ([0-9]+)-byte share of the payload.*/\1 \2 \3/' "$WORK/nodes")
-[ "$total_slices" -eq "$payload" ] || fail "shares add up to $total_slices bytes, the payload has $payload"
-ratio=$(sed -nE 's/.*all nodes read .*: ([0-9.]+)x the payload/\1/p' "$WORK/err")
-awk -v r="$ratio" 'BEGIN { exit !(r >= 1.0 && r <= 1.01) }' || fail "nodes read ${ratio}x the payload"
+# Each of the 4 nodes reads its share of the ~120 MB payload, 1.00x in all.
+check_node_shares "$WORK/err" 4 20000000 1.01
 note "4 nodes read ${ratio}x the payload"
 unmount_all "${mnts[@]}"
 

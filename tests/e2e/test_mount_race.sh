@@ -54,11 +54,7 @@ done
 note "8 tries at once, 4 rounds: one mount each time, 7 'already' messages"
 
 # ---- 2. two jobs, the first one stopped in its pull ----------------------------------------
-mpicc -shared -fPIC -O1 -o "$WORK/pmpi_pause.so" "$PYFS_SOURCE_DIR/tests/robust/pmpi_pause.c" ||
-	fail "cannot build the pause shim"
-preload=$WORK/pmpi_pause.so
-asan_lib=$(ldd "$PYFS_MOUNT" | awk '/libasan/ && !found { print $3; found = 1 }')
-[ -z "$asan_lib" ] || preload=$asan_lib:$preload
+pause_shim
 
 # start_paused_job SECONDS: job A, stopped for SECONDS in its pull; sets $job_a.
 start_paused_job() {

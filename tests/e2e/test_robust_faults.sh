@@ -62,10 +62,7 @@ stop_daemon() {
 }
 
 # ---- 1. a rank killed during the pull ----------------------------------------------------
-mpicc -shared -fPIC -O1 -o "$WORK/pmpi_pause.so" "$PYFS_SOURCE_DIR/tests/robust/pmpi_pause.c" ||
-	fail "cannot build the pause shim"
-preload=$WORK/pmpi_pause.so
-[ -z "$asan_lib" ] || preload=$asan_lib:$preload
+pause_shim
 
 kill_rank_during_pull() { # kill_rank_during_pull RANK EXCHANGE
 	local victim=$1 exchange=$2 rc=0 t0 t1 pid job
