@@ -849,6 +849,30 @@ void pyfs_image_path(const struct pyfs_image *image, uint32_t index, char *buf, 
 	snprintf(buf, size, "%s", path + start);
 }
 
+int pyfs_block_check(const struct pyfs_image_parts *parts, uint64_t block, const uint8_t *src,
+		     struct pyfs_err *err)
+{
+	const struct pyfs_block *blk = &parts->blocks[block];
+	uint64_t computed = XXH3_64bits(src, blk->stored_size);
+
+	if (computed != blk->checksum) {
+		pyfs_err_set(err,
+			     "block %" PRIu64 " checksum mismatch (stored 0x%016" PRIx64
+			     ", computed 0x%016" PRIx64 ")",
+			     block, blk->checksum, computed);
+		return -EIO;
+	}
+	if (blk->codec == PYFS_CODEC_ZSTD && ZSTD_getFrameContentSize(src, blk->stored_size) !=
+						 pyfs_block_raw_length(parts, block)) {
+		pyfs_err_set(err,
+			     "block %" PRIu64 ": the zstd frame does not announce its %" PRIu64
+			     " raw bytes",
+			     block, pyfs_block_raw_length(parts, block));
+		return -EIO;
+	}
+	return 0;
+}
+
 int pyfs_image_verify_payload(const struct pyfs_image *image, struct pyfs_err *err)
 {
 	if (!image->parts.payload) {
@@ -874,26 +898,10 @@ int pyfs_image_verify_payload_digest(const struct pyfs_image *image, uint64_t co
 		return -EIO;
 	}
 	for (uint64_t b = 0; b < parts->block_count; b++) {
-		const struct pyfs_block *blk = &parts->blocks[b];
-		const uint8_t *src = parts->payload + blk->offset;
-		uint64_t block_sum = XXH3_64bits(src, blk->stored_size);
+		int rc = pyfs_block_check(parts, b, parts->payload + parts->blocks[b].offset, err);
 
-		if (block_sum != blk->checksum) {
-			pyfs_err_set(err,
-				     "block %" PRIu64 " checksum mismatch (stored 0x%016" PRIx64
-				     ", computed 0x%016" PRIx64 ")",
-				     b, blk->checksum, block_sum);
-			return -EIO;
-		}
-		if (blk->codec == PYFS_CODEC_ZSTD &&
-		    ZSTD_getFrameContentSize(src, blk->stored_size) !=
-			pyfs_block_raw_length(parts, b)) {
-			pyfs_err_set(err,
-				     "block %" PRIu64 ": the zstd frame does not announce its "
-				     "%" PRIu64 " raw bytes",
-				     b, pyfs_block_raw_length(parts, b));
-			return -EIO;
-		}
+		if (rc < 0)
+			return rc;
 	}
 	if (computed != image->parts.payload_checksum) {
 		pyfs_err_set(err,

@@ -174,6 +174,14 @@ int pyfs_block_decode(const struct pyfs_image_parts *parts, uint64_t block, cons
 /* Raw length of block of parts (block_size, the last one shorter). */
 uint64_t pyfs_block_raw_length(const struct pyfs_image_parts *parts, uint64_t block);
 
+/*
+ * Check block's stored bytes at src against its checksum, and that a zstd
+ * frame announces the block's raw length (nothing is decompressed). 0, or
+ * -EIO with err naming the block.
+ */
+int pyfs_block_check(const struct pyfs_image_parts *parts, uint64_t block, const uint8_t *src,
+		     struct pyfs_err *err);
+
 /* The parts of image (read-only), for streaming readers. */
 const struct pyfs_image_parts *pyfs_image_parts(const struct pyfs_image *image);
 

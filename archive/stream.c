@@ -61,31 +61,6 @@ void pyfs_stream_close(struct pyfs_stream *stream)
 	free(stream);
 }
 
-/* Check block's stored bytes at src against its checksum (and frame header). */
-static int stream_check_block(const struct pyfs_image_parts *parts, uint64_t block,
-			      const uint8_t *src, struct pyfs_err *err)
-{
-	const struct pyfs_block *blk = &parts->blocks[block];
-	uint64_t computed = XXH3_64bits(src, blk->stored_size);
-
-	if (computed != blk->checksum) {
-		pyfs_err_set(err,
-			     "block %" PRIu64 " checksum mismatch (stored 0x%016" PRIx64
-			     ", computed 0x%016" PRIx64 ")",
-			     block, blk->checksum, computed);
-		return -EIO;
-	}
-	if (blk->codec == PYFS_CODEC_ZSTD && ZSTD_getFrameContentSize(src, blk->stored_size) !=
-						 pyfs_block_raw_length(parts, block)) {
-		pyfs_err_set(err,
-			     "block %" PRIu64 ": the zstd frame does not announce its %" PRIu64
-			     " raw bytes",
-			     block, pyfs_block_raw_length(parts, block));
-		return -EIO;
-	}
-	return 0;
-}
-
 /* The window starting at raw offset at (a block boundary when compressed). */
 static int stream_fill(struct pyfs_stream *s, uint64_t at, struct pyfs_err *err)
 {
@@ -118,7 +93,7 @@ static int stream_fill(struct pyfs_stream *s, uint64_t at, struct pyfs_err *err)
 		const uint8_t *src = s->stored + (p->blocks[b].offset - stored_start);
 		uint8_t *dst = s->window + (b - first) * p->block_size;
 
-		rc = stream_check_block(p, b, src, err);
+		rc = pyfs_block_check(p, b, src, err);
 		if (rc < 0)
 			return rc;
 		if (pyfs_block_decode(p, b, src, dst, s->dctx) < 0) {
@@ -195,8 +170,8 @@ int pyfs_stream_verify_payload(struct pyfs_stream *stream, struct pyfs_err *err)
 			break;
 		XXH3_64bits_update(state, stream->stored ? stream->stored : stream->window, len);
 		for (; p->block_size && rc == 0 && b < end; b++)
-			rc = stream_check_block(p, b, stream->stored + (p->blocks[b].offset - done),
-						err);
+			rc = pyfs_block_check(p, b, stream->stored + (p->blocks[b].offset - done),
+					      err);
 		done += len;
 	}
 	computed = XXH3_64bits_digest(state);
