@@ -852,6 +852,15 @@ static int mount_run(struct mount_config *config)
 	state.origin = -1;
 	mount_arm_watchdog(config);
 	state.lock.fd = -1;
+	/*
+	 * Started without mpirun or srun, Open MPI forks a helper daemon for this one
+	 * process, and that daemon's session directory under /tmp races with other such
+	 * daemons of the same user: mounts started at once could fail in MPI_Init ("A call
+	 * to mkdir was unable to create the desired directory"). One process needs no
+	 * helper. The variable only affects a process without a launcher; a value the user
+	 * set stays.
+	 */
+	setenv("OMPI_MCA_ess_singleton_isolated", "1", 0);
 	/* Threads read and checksum during the pull; only this one calls MPI. */
 	if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &threads) != MPI_SUCCESS) {
 		pyfs_error("cannot initialize MPI");

@@ -1,7 +1,8 @@
 #!/bin/bash
 # No root at run time. An unprivileged user (created here, removed at exit) packs a
 # tree, mounts it through the setuid fusermount3, imports from the mount and unmounts;
-# of 6 mounts the user starts at once on one directory, one succeeds.
+# of 6 mounts the user starts at once on one directory, one succeeds (and none starts
+# an MPI helper daemon whose session directory could make it fail).
 # The tree holds a setuid file, a setgid file, setgid and sticky directories, a FIFO, a
 # socket and a character device: in the mount no setuid, setgid or sticky bit is left,
 # the special files are absent, files belong to the mounting user, the mount is
@@ -23,7 +24,7 @@ add_test_user "$other"
 uid=$(id -u "$user")
 
 # The user's own directory, with copies of the tools (any build directory may be private).
-user_home "$user" bin mnt
+user_home "$user" bin mnt tmp
 install -o "$user" -g "$user" -m 755 "$PYFS_PACK" "$PYFS_MOUNT" "$home/bin/"
 mnt=$home/mnt
 at_exit unmount_all "$mnt"
@@ -115,7 +116,7 @@ note "$user packed, mounted (nosuid,nodev, no special files, no setuid/setgid/st
 for round in 1 2; do
 	pids=()
 	for i in 1 2 3 4 5 6; do
-		as_user "$home/bin/pyfs-mount" "$home/env.h5" "$mnt" >/dev/null 2>"$WORK/race.$i" &
+		as_user env TMPDIR="$home/tmp" "$home/bin/pyfs-mount" "$home/env.h5" "$mnt" >/dev/null 2>"$WORK/race.$i" &
 		pids+=($!)
 	done
 	ok=0
@@ -128,9 +129,14 @@ for round in 1 2; do
 	done
 	n=$(awk -v d="$mnt" '$5 == d { n++ } END { print n + 0 }' /proc/self/mountinfo)
 	[ "$ok" -eq 1 ] && [ "$n" -eq 1 ] || fail "racing mounts as $user, round $round: $ok succeeded, $n mounts"
+	# Without a launcher no MPI helper daemon starts, so the serving daemon keeps no
+	# session directory (Open MPI's ompi.HOST.UID) under TMPDIR: racing creations and
+	# removals of one made such mounts fail in MPI_Init.
+	session=$(find "$home/tmp" -mindepth 1 -maxdepth 1 -name 'ompi.*' -print -quit)
+	[ -z "$session" ] || fail "a mount without a launcher keeps an MPI session directory: $session"
 	as_user fusermount3 -u "$mnt" || fail "fusermount3 -u as $user failed"
 done
-note "6 racing mounts as $user, 2 rounds: one mount each time"
+note "6 racing mounts as $user, 2 rounds: one mount each time, no MPI session directory"
 
 # allow_other: refused while /etc/fuse.conf does not allow it, then allowed.
 cp -p /etc/fuse.conf "$WORK/fuse.conf.orig"
