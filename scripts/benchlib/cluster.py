@@ -95,15 +95,23 @@ def pyfs_variants(ctx):
         help_text = b.run([path, "--help"], check=False, quiet=True)
         help_text = help_text.stdout + help_text.stderr
         info = cluster_setup.binary_info(b, path)
+        # The storm imports through the default exchange only (the last one offered:
+        # allgatherv since it became the default).
         if "--exchange" in help_text:
             exchanges = [x for x in ("ring", "allgatherv") if x in help_text]
-            for j, x in enumerate(exchanges):
+            for x in exchanges:
                 out.append({"name": "%s/%s" % (label, x), "exe": path,
                             "args": ["--exchange=" + x], "binary": info, "label": label,
-                            "storm": j == 0})
+                            "archive_key": label, "storm": x == exchanges[-1]})
         else:
             out.append({"name": label, "exe": path, "args": [], "binary": info,
-                        "label": label, "storm": True})
+                        "label": label, "archive_key": label, "storm": True})
+        # With a pyfs-pack that compresses: the -z archive too, default exchange.
+        pack_help = b.run([info["pack"], "--help"], check=False, quiet=True)
+        if "--compress" in pack_help.stdout + pack_help.stderr:
+            out.append({"name": label + "-z", "exe": path, "args": [], "binary": info,
+                        "label": label, "archive_key": label + "-z", "compress": True,
+                        "storm": True})
     return out
 
 

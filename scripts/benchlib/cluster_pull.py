@@ -2,7 +2,8 @@
 storage server delivered, for each method at each host count.
 
 Methods (one rank per host, all launched by mpirun from the machine):
-  pyfs variants   pyfs-mount -v ARCHIVE /pyenv (each binary, each exchange)
+  pyfs variants   pyfs-mount -v ARCHIVE /pyenv (each binary, each exchange; NAME-z:
+                  the -z archive, default exchange)
   bcast           rank 0 reads the archive, MPI_Bcast (bench/pull_alternatives)
   all-read        every host reads the whole archive from /shared
   bcast-untar     python-mpi-bcast: bcast of a tar file, written to tmpfs, untarred
@@ -53,7 +54,7 @@ def job(ctx, method, n, tree="pull", keep=False):
     alt = os.path.join(b.bin, "pull_alternatives")
     if method in pyfs:
         v = pyfs[method]
-        archive = ctx.files["%s.h5/%s" % (tree, v["label"])]
+        archive = ctx.files["%s.h5/%s" % (tree, v["archive_key"])]
         argv = [v["exe"], "-v"] + v["args"] + [archive, MOUNTPOINT]
     elif method == "squashfuse":
         argv = ["squashfuse_ll", ctx.files[tree + ".sqfs"], MOUNTPOINT]

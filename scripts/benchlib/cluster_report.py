@@ -49,8 +49,18 @@ def write_ops(ops):
 
 
 def payload_of(c, tree="pull"):
+    """The uncompressed payload: what the other methods move too."""
     arch = c["meta"]["tree_" + tree]["archives"]
     return arch[sorted(arch)[0]]["payload"] if arch else None
+
+
+def payload_for(c, m, tree="pull"):
+    """The payload method m moves: its own archive's (the compressed one for NAME-z)."""
+    for v in c["meta"]["pyfs"]:
+        a = c["meta"]["tree_" + tree]["archives"].get(v.get("archive_key"))
+        if v["name"] == m and a:
+            return a["payload"]
+    return payload_of(c, tree)
 
 
 def link_rate(c):
@@ -81,6 +91,11 @@ def pull_tables(c, goals):
                    c["meta"]["tree_pull"]["archives"])[0]]["bytes"]),
                fmt_bytes(c["meta"]["tree_pull"].get("tar_bytes")),
                fmt_bytes(c["meta"]["tree_pull"]["sqfs_bytes"]), payload / R)]
+    zs = ["%s %s" % (m, fmt_bytes(payload_for(c, m))) for m in pull
+          if is_pyfs(m) and payload_for(c, m) != payload]
+    if zs:
+        out.append("Compressed payloads (`pyfs-pack -z`): %s; their bytes read and their "
+                   "limit below are counted against it.\n" % ", ".join(zs))
     rows = []
     for m, by_n in pull.items():
         row = [label(m)]
@@ -106,7 +121,7 @@ def pull_tables(c, goals):
             b = med([r["server"]["bytes_read"] for r in rs])
             ops = med([meta_ops(r["server"]["ops"]) for r in rs])
             w = med([sum(write_ops(r["server"]["ops"]).values()) for r in rs])
-            row.append("%.2f× / %d / %d" % (b / payload, ops, w))
+            row.append("%.2f× / %d / %d" % (b / payload_for(c, m), ops, w))
         rows.append(row)
     out.append("What the storage server did per launch (GlusterFS volume profile): bytes read / "
                "payload, metadata operations (all but READ, WRITE and the client's FORGET/"
@@ -131,15 +146,16 @@ def pull_tables(c, goals):
         if not is_pyfs(m):
             continue
         t1 = med_time(by_n, 1)
+        own = payload_for(c, m)
         row = [label(m)]
         for n in nodes:
             t = med_time(by_n, n)
             if n == 1 or t is None or t1 is None:
                 continue
-            lim = (n - 1) / n * payload / R
+            lim = (n - 1) / n * own / R
             row.append("%s s vs %.1f s: %.2f×" % (fmt_s(t - t1), lim, (t - t1) / lim))
         limit_rows.append(row)
-        extra = [(t - t1) / ((n - 1) / n * payload / R) for n in nodes if n > 1
+        extra = [(t - t1) / ((n - 1) / n * own / R) for n in nodes if n > 1
                  for t in [med_time(by_n, n)] if t is not None and t1 is not None]
         if extra:
             goals.append(["%s: launch-to-mounted − 1-host time ≤ 1.3 × (N−1)/N·P/R at 2, 4, 8 "
@@ -153,8 +169,8 @@ def pull_tables(c, goals):
         bs = [med([r["server"]["bytes_read"] for r in ok_runs(by_n, n)]) for n in nodes]
         if all(bs):
             goals.append(["%s: storage-server bytes = 1.00× payload at every N" % m,
-                          ", ".join("%.3f×" % (x / payload) for x in bs),
-                          "yes" if all(x / payload < 1.01 for x in bs) else "no"])
+                          ", ".join("%.3f×" % (x / own) for x in bs),
+                          "yes" if all(x / own < 1.01 for x in bs) else "no"])
         ops = [med([meta_ops(r["server"]["ops"]) for r in ok_runs(by_n, n)]) for n in nodes]
         ws = {}
         for n in nodes:
@@ -256,21 +272,23 @@ def fit(c):
     """Least squares of T(N) = a + k·x(N) per method, x chosen by the method's model."""
     pull = c.get("pull", {})
     nodes = c["meta"]["nodes"]
-    payload = payload_of(c)
     R, S = link_rate(c), storage_rate(c)
-    models = {"sequential": lambda n: (n - 1) * payload / R,      # N bcasts of P/N, one by one
-              "flat": lambda n: (n - 1) / n * payload / R,        # ring / all-gather
-              "all-read": lambda n: n * payload / S}              # N copies through one link
+    models = {"sequential": lambda n, p: (n - 1) * p / R,      # N bcasts of P/N, one by one
+              "flat": lambda n, p: (n - 1) / n * p / R,        # ring / all-gather
+              "all-read": lambda n, p: n * p / S}              # N copies through one link
+    # pyfs-mount binaries with the new exchange (and their -z variants) are flat.
+    flat = {v["name"] for v in c["meta"]["pyfs"]
+            if v.get("compress") or any(a.startswith("--exchange") for a in v["args"])}
     rows = []
     for m, by_n in pull.items():
         if m in ("none", "squashfuse"):
             continue
-        kind = ("all-read" if m == "all-read" else
-                "flat" if is_pyfs(m) and "/" in m else "sequential")
+        kind = ("all-read" if m == "all-read" else "flat" if m in flat else "sequential")
+        payload = payload_for(c, m)
         pts = [(n, med_time(by_n, n)) for n in nodes if med_time(by_n, n) is not None]
         if len(pts) < 2:
             continue
-        xs = [models[kind](n) for n, _ in pts]
+        xs = [models[kind](n, payload) for n, _ in pts]
         ys = [t for _, t in pts]
         mx, my = statistics.mean(xs), statistics.mean(ys)
         var = sum((x - mx) ** 2 for x in xs)

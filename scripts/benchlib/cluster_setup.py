@@ -4,7 +4,8 @@ Two trees cut from Debian's dist-packages, kept in OUT/work/cluster while their
 source is unchanged: *pull* (numpy, scipy, mpi4py, h5py: the payload of the pull
 measurement) and *stack* (every top-level package the storm's imports load, found by
 running them). For each: a pyfs archive (packed by the pyfs-pack next to each
-pyfs-mount measured, so that a binary reads its own format), a zstd SquashFS image,
+pyfs-mount measured, so that a binary reads its own format; also with -z where that
+pyfs-pack compresses), a zstd SquashFS image,
 and for the pull a tar file. On the bed they are copied onto /shared (the stack tree
 also as a plain tree, for the direct import), and the links are measured with iperf3.
 """
@@ -109,11 +110,11 @@ def make_tree(ctx, name, entries):
     info["archives"] = {}
     for v in ctx.pyfs:
         pack = v["binary"]["pack"]
-        label = v["label"]
+        label = v["archive_key"]
         if label in info["archives"]:
             continue
         out = os.path.join(w, "%s-%s.h5" % (name, label))
-        b.run([pack, "-q", "-f", "-p", PY, out, tree])
+        b.run([pack, "-q", "-f"] + (["-z"] if v.get("compress") else []) + ["-p", PY, out, tree])
         p = b.run([PY, "-c", "import h5py,sys; f=h5py.File(sys.argv[1],'r'); "
                    "print(f['payload'].shape[0])", out])
         info["archives"][label] = {"path": out, "bytes": os.path.getsize(out),
