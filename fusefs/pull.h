@@ -8,7 +8,7 @@
  * archive file and the exchange delivers it to every leader.
  *
  * The payload is cut into chunks (64 KiB to 16 MiB, by payload size and node
- * count), read in blocks of 4 MiB or more: reader r reads blocks r, r + R,
+ * count), read in blocks of 1-4 MiB (a chunk if larger): reader r reads blocks r, r + R,
  * r + 2R, ... (each byte of the file is read once per job, in long runs, and
  * the bytes become available about in payload order),
  * with plain pread(2) at the payload's offset in the file (no MPI-IO: its
