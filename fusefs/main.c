@@ -837,6 +837,33 @@ static void mount_unbind_cpus(void)
 		pyfs_debug("cannot widen the CPU affinity: %s", strerror(errno));
 }
 
+/*
+ * Open MPI settings of pyfs-mount, set before MPI_Init unless the user set
+ * them (OMPI_MCA_... in the environment; other MPIs ignore these names):
+ *  - Started without mpirun or srun, Open MPI forks a helper daemon for this
+ *    one process, and that daemon's session directory under /tmp races with
+ *    other such daemons of the same user: mounts started at once could fail
+ *    in MPI_Init ("A call to mkdir was unable to create the desired
+ *    directory"). One process needs no helper (this only affects a process
+ *    without a launcher).
+ *  - The exchange waits on the network: yield the CPU while waiting rather
+ *    than spin, which where a node has few free cores takes them from the
+ *    network stack; and Open MPI's ring algorithm for MPI_Allgatherv, which
+ *    sends each byte over each link once. Measured on the test bed (8 hosts,
+ *    2 cores, links at 200 Mbit/s): the 119 MiB pull 10.4-11.1 s with Open
+ *    MPI's defaults, 9.5 s with yield alone, 8.6 s with the ring alone, 7.1-7.4
+ *    s with both (1 host: 5.6 s); the 38 MiB -z pull 4.65 s, 3.1 s with both.
+ */
+static void mount_mpi_defaults(void)
+{
+	setenv("OMPI_MCA_ess_singleton_isolated", "1", 0);
+	setenv("OMPI_MCA_mpi_yield_when_idle", "1", 0);
+	if (!getenv("OMPI_MCA_coll_tuned_allgatherv_algorithm")) {
+		setenv("OMPI_MCA_coll_tuned_use_dynamic_rules", "1", 0);
+		setenv("OMPI_MCA_coll_tuned_allgatherv_algorithm", "3", 1);
+	}
+}
+
 /* The whole run, from MPI_Init to the end of serving. Returns an exit status. */
 static int mount_run(struct mount_config *config)
 {
@@ -852,15 +879,7 @@ static int mount_run(struct mount_config *config)
 	state.origin = -1;
 	mount_arm_watchdog(config);
 	state.lock.fd = -1;
-	/*
-	 * Started without mpirun or srun, Open MPI forks a helper daemon for this one
-	 * process, and that daemon's session directory under /tmp races with other such
-	 * daemons of the same user: mounts started at once could fail in MPI_Init ("A call
-	 * to mkdir was unable to create the desired directory"). One process needs no
-	 * helper. The variable only affects a process without a launcher; a value the user
-	 * set stays.
-	 */
-	setenv("OMPI_MCA_ess_singleton_isolated", "1", 0);
+	mount_mpi_defaults();
 	/* Threads read and checksum during the pull; only this one calls MPI. */
 	if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &threads) != MPI_SUCCESS) {
 		pyfs_error("cannot initialize MPI");
