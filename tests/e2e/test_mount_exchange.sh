@@ -1,6 +1,7 @@
 #!/bin/bash
 # The payload pull at 1 to 5 ranks as nodes, with both exchanges (--exchange=ring and
-# allgatherv) and --readers 1, 2 and the default 8 (more than the nodes), on three
+# allgatherv, and auto: allgatherv while every node reads, else the ring, as the
+# daemon must report) and --readers 1, 2 and the default 8 (more than the nodes), on three
 # archives: an odd-sized payload of 41 chunks of 512 KiB (the last one partial), a
 # payload smaller than one chunk, and an empty payload. For every run:
 #  - the read blocks are the largest of 4, 2 and 1 MiB that gives R readers at least
@@ -44,7 +45,7 @@ at_exit unmount_all "${mnts[@]}"
 
 # check_run TREE N EXCHANGE READERS: pull TREE's archive with N ranks as nodes and check it.
 check_run() {
-	local tree=$1 n=$2 exchange=$3 readers=$4 opt=() what payload chunks eff r node c len block want
+	local tree=$1 n=$2 exchange=$3 readers=$4 opt=() what payload chunks eff r node c len block want used
 	local -a share reader_of
 	what="$tree, $n node(s), $exchange, --readers=${readers:-default}"
 	[ -z "$readers" ] || opt=(--readers="$readers")
@@ -67,6 +68,10 @@ check_run() {
 	want=$((4 * MIB))
 	while [ "$want" -gt "$MIB" ] && [ $((want * eff * 8)) -gt "$payload" ]; do want=$((want / 2)); done
 	[ "$block" -eq "$want" ] || fail "$what: blocks of $block bytes, expected $want"
+	used=$exchange
+	[ "$exchange" != auto ] || { [ "$eff" -eq "$n" ] && used=allgatherv || used=ring; }
+	grep -q "), $used exchange [0-9.]* s;" "$WORK/err" ||
+		fail "$what: the report does not name the $used exchange: $(grep -m1 'pull [0-9.]* s' "$WORK/err")"
 	chunks=$(((payload + CHUNK - 1) / CHUNK))
 	for ((node = 0; node < n; node++)); do
 		share[node]=0
@@ -125,6 +130,13 @@ for n in 1 2 3 4 5; do
 			check_run odd "$n" "$exchange" "$readers"
 			runs=$((runs + 1))
 		done
+	done
+done
+# auto: allgatherv while every node reads, the ring with more nodes than readers.
+for n in 3 5; do
+	for readers in 2 ""; do
+		check_run odd "$n" auto "$readers"
+		runs=$((runs + 1))
 	done
 done
 for tree in small empty; do
