@@ -187,21 +187,6 @@ static void mount_version(void)
 	       fuse_version() % 100, FUSE_USE_VERSION, h5_major, h5_minor, h5_release, mpi);
 }
 
-/* This process's rank as its launcher announces it, or NULL without a launcher. */
-static const char *mount_launcher_rank(void)
-{
-	static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK",
-					   "SLURM_PROCID"};
-
-	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
-		const char *v = getenv(vars[i]);
-
-		if (v)
-			return v;
-	}
-	return NULL;
-}
-
 /*
  * Under a launcher every rank parses the command line: print usage errors on
  * the first rank only (or when no launcher variable says otherwise).

@@ -86,6 +86,9 @@ int mount_list_pyfs(FILE *out, long uid);
  */
 int mount_node_command(int argc, char **argv);
 
+/* This process's rank as its launcher announces it (mpirun, srun), or NULL without one. */
+const char *mount_launcher_rank(void);
+
 /* For non-root users, allow_other needs user_allow_other in /etc/fuse.conf. */
 int mount_check_allow_other(struct pyfs_err *err);
 

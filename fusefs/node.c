@@ -48,8 +48,7 @@ static int node_usage(const char *msg)
 	return MOUNT_EXIT_USAGE;
 }
 
-/* The rank of this process under a launcher, as pyfs-mount numbers nodes: 0 without one. */
-static int node_rank(void)
+const char *mount_launcher_rank(void)
 {
 	static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK",
 					   "SLURM_PROCID"};
@@ -58,9 +57,17 @@ static int node_rank(void)
 		const char *v = getenv(vars[i]);
 
 		if (v && *v)
-			return atoi(v);
+			return v;
 	}
-	return 0;
+	return NULL;
+}
+
+/* The rank of this process under a launcher, as pyfs-mount numbers nodes: 0 without one. */
+static int node_rank(void)
+{
+	const char *rank = mount_launcher_rank();
+
+	return rank ? atoi(rank) : 0;
 }
 
 static int node_expand(const char *pattern)

@@ -48,28 +48,29 @@ def write_ops(ops):
     return {op: c for op, c in ops.items() if op in WRITE_FOPS}
 
 
-def payload_of(c, tree="pull"):
-    """The uncompressed payload: what the other methods move too."""
+def archive_of(c, m, tree="pull"):
+    """The archive record (path, bytes, payload) method m reads: its variant's own (the
+    compressed one for NAME-z), else the first, uncompressed one."""
     arch = c["meta"]["tree_" + tree]["archives"]
-    return arch[sorted(arch)[0]]["payload"] if arch else None
+    for v in c["meta"]["pyfs"]:
+        if v["name"] == m and arch.get(v.get("archive_key")):
+            return arch[v["archive_key"]]
+    return arch[sorted(arch)[0]] if arch else None
 
 
 def archive_for(c, m, tree="pull"):
     """Bytes of the archive file method m reads (payload and metadata)."""
-    arch = c["meta"]["tree_" + tree]["archives"]
-    for v in c["meta"]["pyfs"]:
-        if v["name"] == m and arch.get(v.get("archive_key")):
-            return arch[v["archive_key"]]["bytes"]
-    return arch[sorted(arch)[0]]["bytes"] if arch else None
+    return archive_of(c, m, tree)["bytes"]
 
 
 def payload_for(c, m, tree="pull"):
-    """The payload method m moves: its own archive's (the compressed one for NAME-z)."""
-    for v in c["meta"]["pyfs"]:
-        a = c["meta"]["tree_" + tree]["archives"].get(v.get("archive_key"))
-        if v["name"] == m and a:
-            return a["payload"]
-    return payload_of(c, tree)
+    """The payload method m moves."""
+    return archive_of(c, m, tree)["payload"]
+
+
+def payload_of(c, tree="pull"):
+    """The uncompressed payload: what the other methods move too."""
+    return payload_for(c, None, tree)
 
 
 def link_rate(c):
@@ -249,8 +250,8 @@ def storm_tables(c, goals):
         n = max(nodes)
         fops = sorted({op for by_n in st.values() for r in ok_runs(by_n, n)
                        for op in r["server"]["ops"]},
-                      key=lambda op: -max(r["server"]["ops"].get(op, 0) for by_n in st.values()
-                                          for r in ok_runs(by_n, n)))
+                      key=lambda op: (-max(r["server"]["ops"].get(op, 0) for by_n in st.values()
+                                           for r in ok_runs(by_n, n)), op))
         rows = []
         for m, by_n in st.items():
             rs = ok_runs(by_n, n)

@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 
-from benchlib.common import DIST_PACKAGES, PY, WORKLOAD_FULL, CHECK, tree_bytes
+from benchlib.common import DIST_PACKAGES, PY, WORKLOAD_FULL, CHECK, payload_size, tree_bytes
 
 PULL_PACKAGES = ("numpy", "scipy", "mpi4py", "h5py")
 
@@ -115,10 +115,11 @@ def make_tree(ctx, name, entries):
             continue
         out = os.path.join(w, "%s-%s.h5" % (name, label))
         b.run([pack, "-q", "-f"] + (["-z"] if v.get("compress") else []) + ["-p", PY, out, tree])
-        p = b.run([PY, "-c", "import h5py,sys; f=h5py.File(sys.argv[1],'r'); "
-                   "print(f['payload'].shape[0])", out])
+        payload = payload_size(b, out)
+        if payload is None:
+            raise RuntimeError("cannot read the payload size of %s" % out)
         info["archives"][label] = {"path": out, "bytes": os.path.getsize(out),
-                                   "payload": int(p.stdout.strip()), "pack": pack}
+                                   "payload": payload, "pack": pack}
     ctx.data["meta"]["tree_" + name] = info
     return info
 

@@ -76,6 +76,13 @@ MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
            "OMPI_MCA_rmaps_base_oversubscribe": "1"}
 
 
+def payload_size(b, archive):
+    """Bytes of a pyfs archive's payload dataset (read with h5py), or None."""
+    p = b.run([PY, "-c", "import h5py,sys; f=h5py.File(sys.argv[1],'r'); "
+               "print(f['payload'].shape[0])", archive], check=False)
+    return int(p.stdout.strip()) if p.returncode == 0 else None
+
+
 def run_captured(argv, env, timeout=None):
     """subprocess.run with output through temporary files, not pipes: a tool that leaves a
     daemon behind (and the daemon a helper that inherited the pipes) cannot block us."""

@@ -113,6 +113,18 @@ unmount_all() {
 	done
 }
 
+# rank_mountpoints N: make $WORK/mnt0 .. mnt(N-1), one per rank as node (the
+# pattern $WORK/mnt%r), list them in the array mnts, unmount them all at exit.
+rank_mountpoints() {
+	local r
+	mnts=()
+	for ((r = 0; r < $1; r++)); do
+		mkdir -p "$WORK/mnt$r"
+		mnts+=("$WORK/mnt$r")
+	done
+	at_exit unmount_all "${mnts[@]}"
+}
+
 # pid_alive PID: the process exists and is not a zombie (init may not reap here).
 pid_alive() {
 	local state

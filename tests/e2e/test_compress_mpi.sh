@@ -19,12 +19,7 @@ with h5py.File(sys.argv[1], "r") as f:
 	fail "cannot read the payload size of $NUMPY_ZARCHIVE"
 read -r stored raw <<<"$stored"
 
-mnts=()
-for r in 0 1 2 3; do
-	mkdir "$WORK/mnt$r"
-	mnts+=("$WORK/mnt$r")
-done
-at_exit unmount_all "${mnts[@]}"
+rank_mountpoints 4
 mpirun -np 4 "$PYFS_MOUNT" --verbose --ranks-as-nodes "$NUMPY_ZARCHIVE" "$WORK/mnt%r" \
 	>"$WORK/out" 2>"$WORK/err" || fail "mpirun pyfs-mount failed: $(head -c 600 "$WORK/err")"
 for m in "${mnts[@]}"; do

@@ -36,12 +36,7 @@ for t in odd small empty; do
 	"$PYFS_PACK" -q --no-compile "$WORK/$t.h5" "$WORK/$t" || fail "pyfs-pack $t failed"
 done
 
-mnts=()
-for r in 0 1 2 3 4; do
-	mkdir "$WORK/mnt$r"
-	mnts+=("$WORK/mnt$r")
-done
-at_exit unmount_all "${mnts[@]}"
+rank_mountpoints 5
 
 # check_run TREE N EXCHANGE READERS: pull TREE's archive with N ranks as nodes and check it.
 check_run() {

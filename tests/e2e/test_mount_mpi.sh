@@ -10,12 +10,7 @@ need_debian_numpy
 command -v mpirun >/dev/null || skip "mpirun is missing (apt-get install openmpi-bin)"
 numpy_archive
 
-mnts=()
-for r in 0 1 2 3; do
-	mkdir "$WORK/mnt$r"
-	mnts+=("$WORK/mnt$r")
-done
-at_exit unmount_all "${mnts[@]}"
+rank_mountpoints 4
 
 mpirun -np 4 "$PYFS_MOUNT" --verbose --ranks-as-nodes "$NUMPY_ARCHIVE" "$WORK/mnt%r" \
 	>"$WORK/out" 2>"$WORK/err" || fail "mpirun pyfs-mount failed: $(head -c 600 "$WORK/err")"

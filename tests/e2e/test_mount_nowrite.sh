@@ -25,12 +25,7 @@ mkdir "$arch_dir"
 chmod 555 "$arch_dir"
 at_exit chmod 755 "$arch_dir"
 
-mnts=()
-for r in 0 1 2 3; do
-	mkdir "$WORK/mnt$r"
-	mnts+=("$WORK/mnt$r")
-done
-at_exit unmount_all "${mnts[@]}"
+rank_mountpoints 4
 
 # ---- 1. strace: nothing but reads touch the archive's directory ----
 for n in 2 4; do
