@@ -834,18 +834,18 @@ static void mount_unbind_cpus(void)
  *    in MPI_Init ("A call to mkdir was unable to create the desired
  *    directory"). One process needs no helper (this only affects a process
  *    without a launcher).
- *  - The exchange waits on the network: yield the CPU while waiting rather
- *    than spin, which where a node has few free cores takes them from the
- *    network stack; and Open MPI's ring algorithm for MPI_Allgatherv, which
- *    sends each byte over each link once. Measured on the test bed (8 hosts,
- *    2 cores, links at 200 Mbit/s): the 119 MiB pull 10.4-11.1 s with Open
- *    MPI's defaults, 9.5 s with yield alone, 8.6 s with the ring alone, 7.1-7.4
- *    s with both (1 host: 5.6 s); the 38 MiB -z pull 4.65 s, 3.1 s with both.
+ *  - Open MPI's ring algorithm for MPI_Allgatherv, which sends each byte
+ *    over each link once. Measured on the test bed (8 hosts, 2 cores, links
+ *    at 200 Mbit/s): the 119 MiB pull 10.4-11.1 s with Open MPI's default
+ *    algorithm, 8.6 s with the ring (1 host: 5.6 s); the 38 MiB -z pull 4.65
+ *    s, 4.0 s. Not set: mpi_yield_when_idle, which took both to 7.1-7.7 and
+ *    3.1 s there, but with it mpirun outlived a host cut off mid-pull by more
+ *    than 60 s in 2 of 3 runs of tests/cluster/test_cluster_faults.sh (none
+ *    in 8 without it); a site with few free cores per node may set it.
  */
 static void mount_mpi_defaults(void)
 {
 	setenv("OMPI_MCA_ess_singleton_isolated", "1", 0);
-	setenv("OMPI_MCA_mpi_yield_when_idle", "1", 0);
 	if (!getenv("OMPI_MCA_coll_tuned_allgatherv_algorithm")) {
 		setenv("OMPI_MCA_coll_tuned_use_dynamic_rules", "1", 0);
 		setenv("OMPI_MCA_coll_tuned_allgatherv_algorithm", "3", 1);
