@@ -34,7 +34,9 @@ struct pyfs_image {
 	/* The directory holding each inode (one of them for a file with several names). */
 	uint32_t *parent;
 	struct pyfs_image_totals totals;
-	atomic_bool decode_failure_logged; /* a block failed to decompress at read time */
+	atomic_bool decode_failure_logged;	   /* a block failed to decompress at read time */
+	atomic_uint_fast64_t blocks_decoded;	   /* on demand, by reads */
+	atomic_uint_fast64_t blocks_decoded_ahead; /* by pyfs_image_decode_ahead() */
 	/* Compressed: recent blocks shared by the reader threads (pyfs_image_share_blocks). */
 	struct image_shared_block *shared;
 	unsigned int shared_count;
@@ -56,6 +58,9 @@ struct pyfs_block_cache {
 	uint64_t clock;
 	uint8_t *reply; /* PYFS_CACHE_REPLY_MAX bytes */
 	uint32_t block_size;
+	bool decoded;	      /* the current read decoded a block */
+	uint64_t ahead_next;  /* what the last read suggests decoding ahead: */
+	unsigned int ahead_n; /* blocks ahead_next.. (0: nothing) */
 };
 
 /* Let a child inherit buffer (advisory: MPI libraries mark pages they register DONTFORK). */
@@ -1244,6 +1249,9 @@ static int image_cached_block(const struct pyfs_image *image, struct pyfs_block_
 		if (hit)
 			goto out_cached;
 	}
+	cache->decoded = true;
+	atomic_fetch_add_explicit(&((struct pyfs_image *)image)->blocks_decoded, 1,
+				  memory_order_relaxed);
 	if (pyfs_block_decode(parts, block, parts->payload + blk->offset, slot, cache->dctx) < 0) {
 		bool logged = false;
 
@@ -1292,31 +1300,85 @@ int pyfs_image_read_cached(const struct pyfs_image *image, struct pyfs_block_cac
 		size = PYFS_CACHE_REPLY_MAX;
 	*data = cache->reply;
 	*len = 0;
+	cache->ahead_n = 0;
 	if (size == 0)
 		return 0;
 	start = ino->data_offset + offset;
 	end = start + size;
 	first = start / bs;
 	last = (end - 1) / bs;
+	cache->decoded = false;
 	if (first == last) {
 		rc = image_cached_block(image, cache, first, &block);
 		if (rc < 0)
 			return rc;
 		*data = block + (start - first * bs);
-		*len = (size_t)size;
-		return 0;
-	}
-	for (uint64_t b = first; b <= last; b++) {
-		uint64_t from = b == first ? start - b * bs : 0;
-		uint64_t to = b == last ? end - b * bs : bs;
+	} else {
+		for (uint64_t b = first; b <= last; b++) {
+			uint64_t from = b == first ? start - b * bs : 0;
+			uint64_t to = b == last ? end - b * bs : bs;
 
-		rc = image_cached_block(image, cache, b, &block);
-		if (rc < 0)
-			return rc;
-		memcpy(cache->reply + (b * bs + from - start), block + from, to - from);
+			rc = image_cached_block(image, cache, b, &block);
+			if (rc < 0)
+				return rc;
+			memcpy(cache->reply + (b * bs + from - start), block + from, to - from);
+		}
 	}
 	*len = (size_t)size;
+	/* A read that had to decode is cold: its continuation is probably next. */
+	if (cache->decoded && image->shared) {
+		uint64_t n = last - first + 1;
+
+		cache->ahead_next = last + 1;
+		cache->ahead_n =
+		    n < PYFS_DECODE_AHEAD_MAX ? (unsigned int)n : PYFS_DECODE_AHEAD_MAX;
+	}
 	return 0;
+}
+
+void pyfs_image_decode_ahead(const struct pyfs_image *image, struct pyfs_block_cache *cache)
+{
+	const struct pyfs_image_parts *parts = &image->parts;
+
+	for (unsigned int i = 0; i < cache->ahead_n; i++) {
+		uint64_t b = cache->ahead_next + i;
+		struct image_shared_block *sh;
+		uint8_t *data;
+		bool mine = false;
+
+		if (b >= parts->block_count)
+			break;
+		if (parts->blocks[b].codec == PYFS_CODEC_RAW)
+			continue;
+		for (unsigned int k = 0; k < PYFS_CACHE_BLOCKS; k++)
+			mine |= cache->tag[k] == b + 1;
+		if (mine)
+			continue;
+		/*
+		 * Decoded in place under the slot's lock: a thread that needs the
+		 * block meanwhile waits for it instead of decoding it too.
+		 */
+		sh = &image->shared[b % image->shared_count];
+		data = image->shared_data + (size_t)(b % image->shared_count) * parts->block_size;
+		pthread_mutex_lock(&sh->lock);
+		if (sh->tag != b + 1) {
+			sh->tag = 0;
+			if (pyfs_block_decode(parts, b, parts->payload + parts->blocks[b].offset,
+					      data, cache->dctx) == 0)
+				sh->tag = b + 1;
+			atomic_fetch_add_explicit(
+			    &((struct pyfs_image *)image)->blocks_decoded_ahead, 1,
+			    memory_order_relaxed);
+		}
+		pthread_mutex_unlock(&sh->lock);
+	}
+	cache->ahead_n = 0;
+}
+
+void pyfs_image_decode_counts(const struct pyfs_image *image, uint64_t *on_demand, uint64_t *ahead)
+{
+	*on_demand = atomic_load_explicit(&image->blocks_decoded, memory_order_relaxed);
+	*ahead = atomic_load_explicit(&image->blocks_decoded_ahead, memory_order_relaxed);
 }
 
 /* Work shared by the threads of pyfs_image_inflate(). */

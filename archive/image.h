@@ -163,6 +163,20 @@ int pyfs_image_read_cached(const struct pyfs_image *image, struct pyfs_block_cac
 			   size_t *len);
 
 /*
+ * After replying to a read through cache that had to decompress (a cold
+ * region): decompress the blocks that follow it, as many as the read
+ * covered (at most PYFS_DECODE_AHEAD_MAX), into the shared cache, so that
+ * the next read of this file, or of the next files in the archive, finds
+ * them decoded. Call it once the reply is sent, on the same thread; a no-op
+ * after a read that decoded nothing, or without a shared cache.
+ */
+#define PYFS_DECODE_AHEAD_MAX 4u
+void pyfs_image_decode_ahead(const struct pyfs_image *image, struct pyfs_block_cache *cache);
+
+/* Blocks decompressed so far by reads (on demand) and ahead of them. */
+void pyfs_image_decode_counts(const struct pyfs_image *image, uint64_t *on_demand, uint64_t *ahead);
+
+/*
  * Decompress block of parts (a validated compressed image's parts, or the
  * parts pyfs_image_create() accepted) from stored bytes src into dst (raw
  * length of the block). 0 or -EIO. dctx is a ZSTD_DCtx (NULL: one is made).

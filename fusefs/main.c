@@ -74,6 +74,7 @@ enum {
 static const struct fuse_opt mount_opts[] = {
     MOUNT_OPT("timeout=%lf", ops.timeout, 0),
     MOUNT_OPT("open_calls", ops.open_calls, 1),
+    MOUNT_OPT("no_decode_ahead", ops.decode_ahead, 0),
     /* The default now (no extended attributes at all); accepted for old command lines. */
     FUSE_OPT_KEY("no_xattr", FUSE_OPT_KEY_DISCARD),
     MOUNT_OPT("clone_fd", clone_fd, 1),
@@ -144,6 +145,9 @@ static void mount_usage(FILE *out)
 	    "                         (default: the life of the mount; 0 disables)\n"
 	    "  open_calls             answer open and opendir requests instead of letting\n"
 	    "                         the kernel skip them\n"
+	    "  no_decode_ahead        compressed archives: after a read that had to\n"
+	    "                         decompress, do not decompress the blocks after it\n"
+	    "                         ahead of their reads\n"
 	    "  nonempty               mount over a directory that is not empty (e.g. an\n"
 	    "                         environment over its own path): what is below is\n"
 	    "                         hidden on this node until the unmount\n"

@@ -51,6 +51,7 @@ void ops_options_default(struct ops_options *options)
 {
 	options->timeout = OPS_TIMEOUT_FOREVER;
 	options->open_calls = 0;
+	options->decode_ahead = 1;
 }
 
 static struct ops_fs *ops_fs_of(fuse_req_t req)
@@ -428,6 +429,8 @@ static void ops_read_compressed(struct ops_fs *fs, fuse_req_t req, uint32_t inde
 		fuse_reply_err(req, -rc);
 	else
 		ops_reply_bytes(fs, req, data, len);
+	if (rc >= 0 && fs->options.decode_ahead)
+		pyfs_image_decode_ahead(fs->image, cache);
 	if (!slot)
 		pthread_mutex_unlock(&fs->spare_lock);
 }
@@ -504,10 +507,15 @@ static size_t ops_format_stats(struct ops_fs *fs, char *buf, size_t size)
 		used += (size_t)n < size - used ? (size_t)n : size - used - 1;
 	}
 	if (used < size) {
-		int n =
-		    snprintf(buf + used, size - used,
+		uint64_t decoded, ahead;
+		int n;
+
+		pyfs_image_decode_counts(fs->image, &decoded, &ahead);
+		n = snprintf(buf + used, size - used,
+			     "blocks_decoded %" PRIu64 "\nblocks_decoded_ahead %" PRIu64 "\n"
 			     "no_open %d\nno_opendir %d\nconn_want 0x%x\nmax_readahead %u\n",
-			     fs->no_open, fs->no_opendir, fs->conn_want, fs->conn_max_readahead);
+			     decoded, ahead, fs->no_open, fs->no_opendir, fs->conn_want,
+			     fs->conn_max_readahead);
 
 		if (n > 0)
 			used += (size_t)n < size - used ? (size_t)n : size - used - 1;

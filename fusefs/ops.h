@@ -42,8 +42,9 @@ struct ops_stats_text {
 
 /* Choices exposed as -o options (see mount_opts in main.c), mostly to measure them. */
 struct ops_options {
-	double timeout; /* entry, attribute and miss timeout in seconds */
-	int open_calls; /* answer open/opendir even when the kernel can skip them */
+	double timeout;	  /* entry, attribute and miss timeout in seconds */
+	int open_calls;	  /* answer open/opendir even when the kernel can skip them */
+	int decode_ahead; /* compressed: decode the blocks after a cold read (default on) */
 };
 
 /* One counter per kind of request; relaxed atomics, never a lock. */

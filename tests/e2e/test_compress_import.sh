@@ -3,7 +3,8 @@
 # well under half the uncompressed one; the mount serves the same tree; the
 # Debian interpreter imports numpy and scipy (compiled submodules: dlopen of
 # .so files decompressed on demand) from the mount with no .py opened, so no
-# module was compiled; --inflate serves the same bytes; the daemon's memory
+# module was compiled; blocks were decoded ahead of their reads; --inflate
+# serves the same bytes, decoding nothing at read time; the daemon's memory
 # after the import stays below the raw payload.
 . "$(dirname "$0")/lib.sh"
 need_fuse
@@ -48,6 +49,15 @@ py=$(opened py)
 [ "$so" -ge 10 ] || fail "only $so .so files opened from the mount"
 [ "$py" -eq 0 ] || fail "$py .py files opened from the mount"
 
+# Reads decompressed blocks, and decoded some ahead of their reads; the
+# inflated mount below decompresses nothing at read time.
+stat_of() { "$PYFS_MOUNT" --stats "$1" | awk -v k="$2" '$1 == k { print $2 }'; }
+decoded=$(stat_of "$mnt" blocks_decoded)
+ahead=$(stat_of "$mnt" blocks_decoded_ahead)
+note "blocks decoded by reads: $decoded, ahead of them: $ahead"
+[ "${decoded:-0}" -gt 0 ] || fail "the import decoded no block (blocks_decoded '$decoded')"
+[ "${ahead:-0}" -gt 0 ] || fail "no block decoded ahead of a read (blocks_decoded_ahead '$ahead')"
+
 rss=$(awk '/^VmRSS:/ { print $2 * 1024 }' "/proc/$pid/status")
 payload=$("${PY_ISOLATED[@]}" -c 'import os, sys; print(sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(sys.argv[1]) for f in fs if not os.path.islink(os.path.join(r, f))))' "$NUMPY_TREE")
 note "daemon RSS $((rss >> 20)) MiB after the import; files hold $((payload >> 20)) MiB"
@@ -58,4 +68,5 @@ compare_trees "$NUMPY_TREE" "$mnt"
 "$PYFS_MOUNT" --inflate "$NUMPY_ZARCHIVE" "$imnt" || fail "pyfs-mount --inflate failed"
 diff_trees "$NUMPY_TREE" "$imnt"
 PYTHONPATH=$imnt "${PY_ISOLATED[@]}" "$WORK/imports.py" "$imnt" || fail "imports from the inflated mount failed"
+[ "$(stat_of "$imnt" blocks_decoded)" = 0 ] || fail "the inflated mount decoded blocks at read time"
 exit 0

@@ -1517,6 +1517,58 @@ ParameterizedTest(size_t *row, image_validate, refuses_lying_block_index)
 }
 
 /* Threads reading random ranges through their own caches and the shared one. */
+Test(image_compressed, decode_ahead_fills_the_shared_cache_for_the_next_read,
+     .init = compressed_setup, .fini = compressed_teardown)
+{
+	struct pyfs_block_cache *a, *b;
+	uint64_t decoded, ahead, first;
+	const struct pyfs_inode *ino;
+	uint32_t big;
+
+	cr_assert_eq(pyfs_image_resolve(z_image, "big.txt", &big), 0);
+	ino = pyfs_image_inode(z_image, big);
+	first = ino->data_offset / ZBLOCK;
+	cr_assert_eq(pyfs_image_parts(z_image)->blocks[first + 2].codec, PYFS_CODEC_ZSTD);
+	a = pyfs_block_cache_create(z_image);
+	b = pyfs_block_cache_create(z_image);
+	cr_assert(a && b);
+
+	/* Without a shared cache there is nowhere to put blocks ahead. */
+	expect_same_read(a, big, 0, 1);
+	pyfs_image_decode_ahead(z_image, a);
+	pyfs_image_decode_counts(z_image, &decoded, &ahead);
+	cr_assert_eq(decoded, 1);
+	cr_assert_eq(ahead, 0);
+
+	cr_assert_eq(pyfs_image_share_blocks(z_image, 64), 0);
+	/* A read of a cached block decoded nothing: nothing ahead either. */
+	expect_same_read(a, big, 0, 1);
+	pyfs_image_decode_ahead(z_image, a);
+	pyfs_image_decode_counts(z_image, &decoded, &ahead);
+	cr_assert_eq(decoded, 1);
+	cr_assert_eq(ahead, 0);
+
+	/* A cold read of blocks first+1..first+2 decodes the next two ahead... */
+	expect_same_read(a, big, (first + 1) * ZBLOCK - ino->data_offset, 2 * ZBLOCK);
+	pyfs_image_decode_ahead(z_image, a);
+	pyfs_image_decode_counts(z_image, &decoded, &ahead);
+	cr_assert_eq(decoded, 3);
+	cr_assert_eq(ahead, 2);
+	/* ...which another thread's read then copies instead of decoding, */
+	expect_same_read(b, big, (first + 3) * ZBLOCK - ino->data_offset, 2 * ZBLOCK);
+	pyfs_image_decode_counts(z_image, &decoded, &ahead);
+	cr_assert_eq(decoded, 3, "blocks decoded on demand: %lu", (unsigned long)decoded);
+	/* and a decode ahead of blocks already there does nothing. */
+	cr_assert_eq(pyfs_image_read_cached(z_image, a, big, 0, 2 * ZBLOCK, &(const uint8_t *){0},
+					    &(size_t){0}),
+		     0);
+	pyfs_image_decode_ahead(z_image, a);
+	pyfs_image_decode_counts(z_image, &decoded, &ahead);
+	cr_assert_eq(ahead, 2);
+	pyfs_block_cache_destroy(a);
+	pyfs_block_cache_destroy(b);
+}
+
 struct reader_arg {
 	unsigned int seed;
 	int failures;
@@ -1547,6 +1599,7 @@ static void *random_reader(void *p)
 		    pyfs_image_read_cached(z_image, cache, i, off, size, &got, &got_len) != 0 ||
 		    got_len != want_len || memcmp(got, want, want_len) != 0)
 			arg->failures++;
+		pyfs_image_decode_ahead(z_image, cache);
 	}
 	pyfs_block_cache_destroy(cache);
 	return NULL;
