@@ -132,10 +132,9 @@ static void mount_usage(FILE *out)
 	    "In MOUNTPOINT and PATH, %%r is the MPI rank, %%n the node index, %%%% a '%%'.\n"
 	    "\n"
 	    "Advanced pull options (for measurements):\n"
-	    "      --exchange=METHOD  how nodes pass the payload on: allgatherv (rounds of\n"
-	    "                         MPI_Allgatherv in place), ring (a pipelined ring of\n"
-	    "                         point-to-point transfers) or auto (default:\n"
-	    "                         allgatherv while every node reads, else ring)\n"
+	    "      --exchange=METHOD  how nodes pass the payload on: ring (default: a\n"
+	    "                         pipelined ring of point-to-point transfers) or\n"
+	    "                         allgatherv (rounds of MPI_Allgatherv in place)\n"
 	    "      --chunk=KIB        payload chunk size in KiB, a power of two from %d to\n"
 	    "                         %d (default: up to %d, from the payload size and\n"
 	    "                         the node count)\n"
@@ -396,13 +395,9 @@ static int mount_parse(int argc, char **argv, struct mount_config *config)
 				config->exchange = PULL_EXCHANGE_RING;
 			else if (strcmp(optarg, "allgatherv") == 0)
 				config->exchange = PULL_EXCHANGE_ALLGATHERV;
-			else if (strcmp(optarg, "auto") == 0)
-				config->exchange = PULL_EXCHANGE_AUTO;
 			else
 				return mount_usage_error(
-				    "invalid --exchange '%s': expected ring, allgatherv or "
-				    "auto",
-				    optarg);
+				    "invalid --exchange '%s': expected ring or allgatherv", optarg);
 			break;
 		case OPT_READERS:
 			if (mount_parse_count(optarg, INT_MAX, &number) < 0)
@@ -958,7 +953,7 @@ int main(int argc, char **argv)
 	memset(&config, 0, sizeof(config));
 	config.verify = true;
 	config.timeout = MOUNT_DEFAULT_TIMEOUT;
-	config.exchange = PULL_EXCHANGE_AUTO;
+	config.exchange = PULL_EXCHANGE_RING;
 	config.readers = PULL_READERS_DEFAULT;
 	ops_options_default(&config.ops);
 	pyfs_log_set_prefix(MOUNT_PROGRAM);

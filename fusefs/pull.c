@@ -316,9 +316,19 @@ out_free:
 /* The Allgatherv exchange counts in units of min(chunk, 1 MiB), which divide every chunk. */
 #define PULL_UNIT_MAX PYFS_PAYLOAD_ALIGNMENT
 
-/* Ring transfers in flight per direction and node. */
-#define PULL_RING_WINDOW 4
-#define PULL_RING_TAG	 0x7079
+/*
+ * Ring transfers in flight per direction and node: PULL_RING_INFLIGHT bytes'
+ * worth of chunks, 1 to PULL_RING_WINDOW_MAX of them. Measured on the test
+ * bed at 8 hosts (200 Mbit/s links): 1 MiB in flight per link and direction
+ * exchanged in 6.1-6.5 s with chunks of 64 KiB to 1 MiB; 2 MiB took 6.9 s,
+ * 4 MiB 9.3-13.3 s. Ring chunks are at most PULL_RING_CHUNK_AUTO_MAX_KIB
+ * unless --chunk says otherwise (1 MiB ones, one in flight: 6.5 s; 256 KiB:
+ * 6.1-6.3 s).
+ */
+#define PULL_RING_INFLIGHT	     (UINT64_C(1) << 20)
+#define PULL_RING_WINDOW_MAX	     16
+#define PULL_RING_CHUNK_AUTO_MAX_KIB 256
+#define PULL_RING_TAG		     0x7079
 
 /*
  * Readers read blocks of PULL_READ_BLOCK_MIN to PULL_READ_BLOCK_MAX bytes, at
@@ -329,7 +339,12 @@ out_free:
 #define PULL_READ_BLOCK_MAX (UINT64_C(4) << 20)
 #define PULL_READ_ROUNDS    8
 
-/* Longest pause between MPI polls while the ring waits for this node's reader. */
+/*
+ * Longest pause between the ring's MPI polls. The ring never blocks in MPI:
+ * Open MPI busy-polls there, and N ranks spinning on shared cores took them
+ * from the kernel that moves the bytes (8 hosts on the test bed's 2 cores:
+ * 8.5 s to mounted blocking, 7.6 s polling; 50 us to 1 ms pauses alike).
+ */
 #define PULL_POLL_USEC 200
 
 _Static_assert(PULL_CHUNK_MAX_KIB *UINT64_C(1024) <= INT_MAX,
@@ -337,27 +352,7 @@ _Static_assert(PULL_CHUNK_MAX_KIB *UINT64_C(1024) <= INT_MAX,
 
 const char *pull_exchange_name(enum pull_exchange exchange)
 {
-	return exchange == PULL_EXCHANGE_ALLGATHERV ? "allgatherv"
-	       : exchange == PULL_EXCHANGE_RING	    ? "ring"
-						    : "auto";
-}
-
-/*
- * The exchange --exchange=auto picks. While every node reads (N <= R), each
- * contributes to the all-gather and Open MPI's ring algorithm for it sends
- * each byte over each link once: the fastest on the test bed at 2-8 hosts.
- * With more nodes than readers only R of the N contributions are not empty,
- * and the all-gather's algorithms (ring, neighbour exchange) carry each whole
- * block from node to node, step after step: about (N / R) x P / link rate,
- * growing with N. The pipelined ring forwards every chunk as soon as it is
- * here, so a chunk's N - 1 hops overlap: about P / link rate + N x chunk /
- * link rate, flat while N x chunk << P.
- */
-static enum pull_exchange pull_exchange_resolve(enum pull_exchange chosen, int nodes, int readers)
-{
-	if (chosen != PULL_EXCHANGE_AUTO)
-		return chosen;
-	return nodes <= readers ? PULL_EXCHANGE_ALLGATHERV : PULL_EXCHANGE_RING;
+	return exchange == PULL_EXCHANGE_ALLGATHERV ? "allgatherv" : "ring";
 }
 
 /*
@@ -627,95 +622,134 @@ static bool pull_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg)
 	return rc == 0;
 }
 
-/* Next chunk from c on that skip_node does not own (job->chunks: none left). */
-static uint64_t pull_ring_next(const struct pull_job *job, uint64_t c, int skip_node)
+/*
+ * The chunks that cross the link from node to node + 1, in the order both
+ * ends use: round after round of read blocks, and within a round by hops
+ * travelled, the block read by node itself first, then the one read by
+ * node - 1 (received one hop before), and so on up to node + 2's; node +
+ * 1's own block does not cross. So the d-th block of a round waits only for
+ * the (d - 1)-th of the same round on the link before, one hop back: the
+ * classic ring all-gather, pipelined over rounds. (In payload order, a
+ * node's next send would wait for a block up to N - 2 hops away, and with it
+ * every send after it: 26 s instead of 7 on the test bed at 8 hosts.)
+ * Fills order (job->chunks entries at most); returns the count.
+ */
+static uint64_t pull_ring_order(const struct pull_job *job, int node, uint64_t *order)
 {
-	while (c < job->chunks && pull_owner(job, c) == skip_node)
-		c++;
-	return c;
+	uint64_t blocks = (job->chunks + job->group - 1) / job->group, n = 0;
+
+	for (uint64_t first = 0; first < blocks; first += (uint64_t)job->readers) {
+		for (int d = 0; d + 1 < job->nodes; d++) {
+			int reader = pull_node_reader(job, (node - d + job->nodes) % job->nodes);
+			uint64_t b = first + (uint64_t)reader;
+
+			if (reader < 0 || b >= blocks)
+				continue;
+			for (uint64_t c = b * job->group; c < pull_block_end(job, b); c++)
+				order[n++] = c;
+		}
+	}
+	return n;
 }
 
 /*
  * The ring: every chunk travels from its reader to the right, node after
- * node, until the node before its reader has it. Node i receives, in chunk
- * order, every chunk it does not read from node i-1, and sends to node i+1,
- * in chunk order, every chunk that i+1 does not read, as soon as it is here
- * (read or received); PULL_RING_WINDOW transfers are in flight each way,
- * straight between the final buffers. Every link carries at most the payload
- * once, all links work at once, and a chunk crosses at most N-1 links: about
- * P / link rate + N x chunk / link rate, flat in N while N x chunk << P.
- * Ordering by chunk makes the dependencies acyclic (a send waits only for an
- * earlier chunk or for the same chunk one hop closer to its reader), so the
- * ring cannot deadlock.
+ * node, until the node before its reader has it. Node i receives from node
+ * i-1 every chunk it does not read and sends to node i+1 every chunk that
+ * i+1 does not read, each link in pull_ring_order, a chunk as soon as it is
+ * here (read or received); up to PULL_RING_INFLIGHT bytes are in flight
+ * each way, straight between the final buffers. Every link carries at most the
+ * payload once, all links work at once, and a chunk crosses at most N-1
+ * links: about P / link rate + N x chunk / link rate, flat in N while N x
+ * chunk << P. Each send waits only for an earlier send of this node or for a
+ * chunk one hop closer to its reader, so the ring cannot deadlock.
  */
 static int pull_exchange_ring(struct pull_job *job, MPI_Comm comm, struct pull_stats *stats,
 			      struct pyfs_err *err)
 {
-	enum { W = PULL_RING_WINDOW };
-	MPI_Request req[2 * W];
-	uint64_t slot[2 * W];
-	int done[2 * W];
+	enum { WMAX = PULL_RING_WINDOW_MAX };
+	static const struct timespec pause = {0, PULL_POLL_USEC * 1000};
+	const uint64_t fit = PULL_RING_INFLIGHT / job->chunk;
+	const int W = fit < 1 ? 1 : fit > WMAX ? WMAX : (int)fit;
+	MPI_Request req[2 * WMAX];
+	uint64_t slot[2 * WMAX];
+	int done[2 * WMAX];
 	int left = (job->node + job->nodes - 1) % job->nodes;
 	int right = (job->node + 1) % job->nodes;
-	uint64_t recv_next = pull_ring_next(job, 0, job->node);
-	uint64_t send_next = pull_ring_next(job, 0, right);
-	int active = 0;
+	uint64_t *recv_order = calloc(job->chunks ? job->chunks : 1, sizeof(uint64_t));
+	uint64_t *send_order = calloc(job->chunks ? job->chunks : 1, sizeof(uint64_t));
+	uint64_t recv_count, send_count, recv_pos = 0, send_pos = 0;
+	int active = 0, rc = 0;
 
 	for (int i = 0; i < 2 * W; i++)
 		req[i] = MPI_REQUEST_NULL;
+	if (!recv_order || !send_order) {
+		free(recv_order);
+		free(send_order);
+		pyfs_err_set(err, "cannot exchange the archive: %s", strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	recv_count = pull_ring_order(job, left, recv_order);
+	send_count = pull_ring_order(job, job->node, send_order);
 	for (;;) {
 		bool wait_read = false;
-		int count = 0, rc;
+		int count = 0;
 
 		/* Slots 0..W-1 receive, W..2W-1 send. */
-		for (int i = 0; i < W && recv_next < job->chunks; i++) {
+		for (int i = 0; i < W && recv_pos < recv_count; i++) {
+			uint64_t c = recv_order[recv_pos];
+
 			if (req[i] != MPI_REQUEST_NULL)
 				continue;
-			rc = MPI_Irecv(job->payload + recv_next * job->chunk,
-				       (int)pull_chunk_len(job, recv_next), MPI_BYTE, left,
-				       PULL_RING_TAG, comm, &req[i]);
-			if (rc != MPI_SUCCESS)
-				return pull_mpi_error(rc, "receiving the archive", err);
-			slot[i] = recv_next;
+			rc = MPI_Irecv(job->payload + c * job->chunk, (int)pull_chunk_len(job, c),
+				       MPI_BYTE, left, PULL_RING_TAG, comm, &req[i]);
+			if (rc != MPI_SUCCESS) {
+				rc = pull_mpi_error(rc, "receiving the archive", err);
+				goto out;
+			}
+			slot[i] = c;
 			active++;
-			recv_next = pull_ring_next(job, recv_next + 1, job->node);
+			recv_pos++;
 		}
-		for (int i = W; i < 2 * W && send_next < job->chunks; i++) {
+		for (int i = W; i < 2 * W && send_pos < send_count; i++) {
+			uint64_t c = send_order[send_pos];
+
 			if (req[i] != MPI_REQUEST_NULL)
 				continue;
-			if (!pull_is_ready(job, send_next)) {
-				wait_read = pull_owner(job, send_next) == job->node;
+			if (!pull_is_ready(job, c)) {
+				wait_read = pull_owner(job, c) == job->node;
 				break;
 			}
-			rc = MPI_Isend(job->payload + send_next * job->chunk,
-				       (int)pull_chunk_len(job, send_next), MPI_BYTE, right,
-				       PULL_RING_TAG, comm, &req[i]);
-			if (rc != MPI_SUCCESS)
-				return pull_mpi_error(rc, "sending the archive", err);
-			slot[i] = send_next;
+			rc = MPI_Isend(job->payload + c * job->chunk, (int)pull_chunk_len(job, c),
+				       MPI_BYTE, right, PULL_RING_TAG, comm, &req[i]);
+			if (rc != MPI_SUCCESS) {
+				rc = pull_mpi_error(rc, "sending the archive", err);
+				goto out;
+			}
+			slot[i] = c;
 			active++;
-			send_next = pull_ring_next(job, send_next + 1, right);
+			send_pos++;
 		}
-		if (active == 0 && recv_next >= job->chunks && send_next >= job->chunks)
-			return 0;
+		if (active == 0 && recv_pos >= recv_count && send_pos >= send_count)
+			goto out;
 		/*
-		 * Block in MPI unless the next send waits for this node's own
-		 * reader, which MPI cannot see (and blocking there could deadlock
-		 * the ring): then poll MPI, sleeping on the reader's signal for
-		 * at most PULL_POLL_USEC between polls, so that a spinning main
-		 * thread does not take the CPU from the reader.
+		 * Poll MPI; when nothing is done, pause for at most
+		 * PULL_POLL_USEC: on the reader's signal while the next send
+		 * waits for this node's own reader (with nothing in flight, until
+		 * it comes), else in a plain sleep.
 		 */
-		if (wait_read || active == 0) {
-			rc = MPI_Testsome(2 * W, req, &count, done, MPI_STATUSES_IGNORE);
-			if (rc == MPI_SUCCESS && (count == 0 || count == MPI_UNDEFINED) &&
-			    send_next < job->chunks)
-				pull_wait_ready(job, send_next,
-						active || !wait_read ? PULL_POLL_USEC : 0);
-		} else {
-			rc = MPI_Waitsome(2 * W, req, &count, done, MPI_STATUSES_IGNORE);
+		rc = MPI_Testsome(2 * W, req, &count, done, MPI_STATUSES_IGNORE);
+		if (rc == MPI_SUCCESS && (count == 0 || count == MPI_UNDEFINED)) {
+			if (wait_read)
+				pull_wait_ready(job, send_order[send_pos],
+						active ? PULL_POLL_USEC : 0);
+			else
+				nanosleep(&pause, NULL);
 		}
-		if (rc != MPI_SUCCESS)
-			return pull_mpi_error(rc, "exchanging the archive", err);
+		if (rc != MPI_SUCCESS) {
+			rc = pull_mpi_error(rc, "exchanging the archive", err);
+			goto out;
+		}
 		for (int k = 0; count != MPI_UNDEFINED && k < count; k++) {
 			int i = done[k];
 			uint64_t len = pull_chunk_len(job, slot[i]);
@@ -729,6 +763,10 @@ static int pull_exchange_ring(struct pull_job *job, MPI_Comm comm, struct pull_s
 			}
 		}
 	}
+out:
+	free(recv_order);
+	free(send_order);
+	return rc;
 }
 
 /*
@@ -888,6 +926,9 @@ static int pull_job_init(struct pull_job *job, const struct pull_world *world, c
 	job->node = world->node_index;
 	job->reader = pull_node_reader(job, job->node);
 	job->chunk = pull_chunk_bytes(job->size, job->nodes, options->chunk_bytes);
+	if (options->exchange == PULL_EXCHANGE_RING && !options->chunk_bytes &&
+	    job->chunk > PULL_RING_CHUNK_AUTO_MAX_KIB * UINT64_C(1024))
+		job->chunk = PULL_RING_CHUNK_AUTO_MAX_KIB * UINT64_C(1024);
 	job->chunks = (job->size + job->chunk - 1) / job->chunk;
 	job->group = pull_read_group(job->size, job->chunk, job->readers);
 	job->archive = archive;
@@ -926,12 +967,11 @@ int pull_payload(const struct pull_world *world, const char *archive,
 	struct pull_job job;
 	pthread_t reader_thread, hash_thread;
 	bool reading = false, hashing = false;
-	enum pull_exchange exchange;
+	enum pull_exchange exchange = options->exchange;
 	double arrived;
 	int rc;
 
 	rc = pull_job_init(&job, world, archive, options, parts, stats, err);
-	exchange = pull_exchange_resolve(options->exchange, job.nodes, job.readers);
 	stats->reader = job.reader;
 	stats->readers = job.readers;
 	stats->exchange = (int32_t)exchange;

@@ -57,9 +57,8 @@
 
 /* How the leaders exchange the chunks (--exchange); see pull_exchange in pull.c. */
 enum pull_exchange {
-	PULL_EXCHANGE_RING,	  /* pipelined ring of MPI_Isend/MPI_Irecv */
+	PULL_EXCHANGE_RING,	  /* pipelined ring of MPI_Isend/MPI_Irecv (default) */
 	PULL_EXCHANGE_ALLGATHERV, /* one in-place MPI_Allgatherv per round of chunks */
-	PULL_EXCHANGE_AUTO,	  /* allgatherv while every node reads, else ring (default) */
 };
 
 /* How to pull the payload, from the command line. */

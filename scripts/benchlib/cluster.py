@@ -96,9 +96,9 @@ def pyfs_variants(ctx):
         help_text = help_text.stdout + help_text.stderr
         info = cluster_setup.binary_info(b, path)
         # The storm imports through the default exchange only (the last one offered:
-        # allgatherv since it became the default).
+        # the ring, the default again since its order by hops).
         if "--exchange" in help_text:
-            exchanges = [x for x in ("ring", "allgatherv") if x in help_text]
+            exchanges = [x for x in ("allgatherv", "ring") if x in help_text]
             for x in exchanges:
                 out.append({"name": "%s/%s" % (label, x), "exe": path,
                             "args": ["--exchange=" + x], "binary": info, "label": label,

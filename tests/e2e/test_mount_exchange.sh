@@ -1,7 +1,7 @@
 #!/bin/bash
 # The payload pull at 1 to 5 ranks as nodes, with both exchanges (--exchange=ring and
-# allgatherv, and auto: allgatherv while every node reads, else the ring, as the
-# daemon must report) and --readers 1, 2 and the default 8 (more than the nodes), on three
+# allgatherv, as the daemon must report) and --readers 1, 2 and the default 8 (more
+# than the nodes), on three
 # archives: an odd-sized payload of 41 chunks of 512 KiB (the last one partial), a
 # payload smaller than one chunk, and an empty payload. For every run:
 #  - the read blocks are the largest of 4, 2 and 1 MiB that gives R readers at least
@@ -11,6 +11,7 @@
 #    each reading exactly its share (block b, and so its chunks, belongs to reader
 #    b mod R; node 0 reads the metadata too); the others read nothing;
 #  - every node receives the bytes it did not read itself, and no more.
+# The defaults (no --exchange, no --chunk): the ring, with chunks of at most 256 KiB.
 # Then, under strace, the nodes that are not readers never open the archive; a
 # daemon started by a rank bound to one core serves on every CPU; and invalid
 # --readers, --exchange and --chunk values are usage errors.
@@ -40,7 +41,7 @@ rank_mountpoints 5
 
 # check_run TREE N EXCHANGE READERS: pull TREE's archive with N ranks as nodes and check it.
 check_run() {
-	local tree=$1 n=$2 exchange=$3 readers=$4 opt=() what payload chunks eff r node c len block want used
+	local tree=$1 n=$2 exchange=$3 readers=$4 opt=() what payload chunks eff r node c len block want
 	local -a share reader_of
 	what="$tree, $n node(s), $exchange, --readers=${readers:-default}"
 	[ -z "$readers" ] || opt=(--readers="$readers")
@@ -63,10 +64,8 @@ check_run() {
 	want=$((4 * MIB))
 	while [ "$want" -gt "$MIB" ] && [ $((want * eff * 8)) -gt "$payload" ]; do want=$((want / 2)); done
 	[ "$block" -eq "$want" ] || fail "$what: blocks of $block bytes, expected $want"
-	used=$exchange
-	[ "$exchange" != auto ] || { [ "$eff" -eq "$n" ] && used=allgatherv || used=ring; }
-	grep -q "), $used exchange [0-9.]* s;" "$WORK/err" ||
-		fail "$what: the report does not name the $used exchange: $(grep -m1 'pull [0-9.]* s' "$WORK/err")"
+	grep -q "), $exchange exchange [0-9.]* s;" "$WORK/err" ||
+		fail "$what: the report does not name the $exchange exchange: $(grep -m1 'pull [0-9.]* s' "$WORK/err")"
 	chunks=$(((payload + CHUNK - 1) / CHUNK))
 	for ((node = 0; node < n; node++)); do
 		share[node]=0
@@ -127,13 +126,6 @@ for n in 1 2 3 4 5; do
 		done
 	done
 done
-# auto: allgatherv while every node reads, the ring with more nodes than readers.
-for n in 3 5; do
-	for readers in 2 ""; do
-		check_run odd "$n" auto "$readers"
-		runs=$((runs + 1))
-	done
-done
 for tree in small empty; do
 	for n in 1 3 5; do
 		for exchange in ring allgatherv; do
@@ -143,6 +135,18 @@ for tree in small empty; do
 	done
 done
 note "$runs pulls checked"
+
+# The defaults: the ring, in chunks of at most 256 KiB (the 20 MiB payload at
+# 3 nodes would get 512 KiB ones: the largest with 8 per node that fit), 1 MiB
+# read blocks.
+mpirun -np 3 "$PYFS_MOUNT" -v --ranks-as-nodes "$WORK/odd.h5" "$WORK/mnt%r" >"$WORK/out" 2>"$WORK/err" ||
+	fail "default pull: mpirun pyfs-mount failed: $(head -c 600 "$WORK/err")"
+for node in 0 1 2; do
+	diff_trees "$WORK/odd" "$WORK/mnt$node"
+done
+grep -qE " chunk\(s\) of 256 KiB \(blocks of 1024 KiB\), ring exchange [0-9.]+ s;" "$WORK/err" ||
+	fail "default pull: expected the ring in 256 KiB chunks: $(grep -m1 'pull [0-9.]* s' "$WORK/err")"
+unmount_all "${mnts[@]}"
 
 # A rank bound to one core (mpirun --bind-to core): the serving daemon may use
 # every CPU this test may.
