@@ -833,18 +833,23 @@ static void mount_unbind_cpus(void)
  *    in MPI_Init ("A call to mkdir was unable to create the desired
  *    directory"). One process needs no helper (this only affects a process
  *    without a launcher).
- *  - Open MPI's ring algorithm for MPI_Allgatherv, which sends each byte
- *    over each link once. Measured on the test bed (8 hosts, 2 cores, links
- *    at 200 Mbit/s): the 119 MiB pull 10.4-11.1 s with Open MPI's default
- *    algorithm, 8.6 s with the ring (1 host: 5.6 s); the 38 MiB -z pull 4.65
- *    s, 4.0 s. Not set: mpi_yield_when_idle, which took both to 7.1-7.7 and
- *    3.1 s there, but with it mpirun outlived a host cut off mid-pull by more
- *    than 60 s in 2 of 3 runs of tests/cluster/test_cluster_faults.sh (none
- *    in 8 without it); a site with few free cores per node may set it.
+ *  - mpi_yield_when_idle: a rank waiting in a blocking call (the agreements,
+ *    the metadata broadcast) yields its core instead of spinning. Where ranks
+ *    share cores (ranks as nodes, the test bed's 8 hosts on 2 cores) a
+ *    spinning rank delays the one it waits for: a one-int MPI_Allreduce of 8
+ *    bed hosts took 20-75 ms spinning, 0.1-1.7 ms yielding, and launch to
+ *    mounted at 8 hosts went from 7.4-7.6 s to 6.8-7.0 s (-z: 3.7 to 2.9-3.1
+ *    s). With one rank per node it costs a sched_yield per idle poll, in a
+ *    process that computes nothing. (The ring exchange polls by itself.)
+ *  - Open MPI's ring algorithm for MPI_Allgatherv (--exchange=allgatherv),
+ *    which sends each byte over each link once: on the test bed (8 hosts,
+ *    200 Mbit/s links) the 119 MiB pull took 10.4-11.1 s with Open MPI's
+ *    default algorithm, 8.6 s with its ring.
  */
 static void mount_mpi_defaults(void)
 {
 	setenv("OMPI_MCA_ess_singleton_isolated", "1", 0);
+	setenv("OMPI_MCA_mpi_yield_when_idle", "1", 0);
 	if (!getenv("OMPI_MCA_coll_tuned_allgatherv_algorithm")) {
 		setenv("OMPI_MCA_coll_tuned_use_dynamic_rules", "1", 0);
 		setenv("OMPI_MCA_coll_tuned_allgatherv_algorithm", "3", 1);
