@@ -39,7 +39,7 @@ def add_arguments(ap):
     g.add_argument("--cluster", action="store_true",
                    help="run the multi-host benchmark on a test bed of its own instead of "
                         "the single-machine parts (quick: 1 round of each measurement, about "
-                        "21 minutes with the current exchange, most of it its 8-host "
+                        "12 minutes, most of it the storms and the 8-host "
                         "pulls; --full: 3 rounds)")
     g.add_argument("--rate", type=int, default=200,
                    help="Mbit/s of every compute host's link (default %(default)s)")

@@ -348,7 +348,8 @@ def report(b):
     measured = set(c.get("pull", {})) | {k for st in c.get("storm", {}).values() for k in st}
     for v in (v for v in m["pyfs"] if v["name"] in measured):
         bi = v["binary"]
-        bins.append("`%s`: %s%s%s" % (v["name"], bi.get("commit", bi["path"]),
+        # The commit's hash only (results.json keeps its subject too).
+        bins.append("`%s`: %s%s%s" % (v["name"], bi.get("commit", bi["path"]).split(" ")[0],
                                       " (+%d modified files)" % bi["modified_files"]
                                       if bi.get("modified_files") else "",
                                       " " + " ".join(v["args"]) if v["args"] else ""))
