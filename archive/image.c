@@ -1209,6 +1209,16 @@ void pyfs_block_cache_destroy(struct pyfs_block_cache *cache)
 	free(cache);
 }
 
+/* The shared cache's slot for block (its lock and tag) and, in *data, its bytes. */
+static struct image_shared_block *image_shared_slot(const struct pyfs_image *image, uint64_t block,
+						    uint8_t **data)
+{
+	size_t i = (size_t)(block % image->shared_count);
+
+	*data = image->shared_data + i * image->parts.block_size;
+	return &image->shared[i];
+}
+
 /* The raw bytes of block: in the payload (stored raw), cached, or decoded into the LRU slot. */
 static int image_cached_block(const struct pyfs_image *image, struct pyfs_block_cache *cache,
 			      uint64_t block, const uint8_t **out)
@@ -1236,9 +1246,8 @@ static int image_cached_block(const struct pyfs_image *image, struct pyfs_block_
 	cache->tag[victim] = 0;
 	if (image->shared) {
 		/* Decoded lately by another thread? A copy costs a tenth of a decode. */
-		struct image_shared_block *sh = &image->shared[block % image->shared_count];
-		uint8_t *data =
-		    image->shared_data + (size_t)(block % image->shared_count) * parts->block_size;
+		uint8_t *data;
+		struct image_shared_block *sh = image_shared_slot(image, block, &data);
 		bool hit;
 
 		pthread_mutex_lock(&sh->lock);
@@ -1263,9 +1272,8 @@ static int image_cached_block(const struct pyfs_image *image, struct pyfs_block_
 		return -EIO;
 	}
 	if (image->shared) {
-		struct image_shared_block *sh = &image->shared[block % image->shared_count];
-		uint8_t *data =
-		    image->shared_data + (size_t)(block % image->shared_count) * parts->block_size;
+		uint8_t *data;
+		struct image_shared_block *sh = image_shared_slot(image, block, &data);
 
 		pthread_mutex_lock(&sh->lock);
 		memcpy(data, slot, pyfs_block_raw_length(parts, block));
@@ -1358,8 +1366,7 @@ void pyfs_image_decode_ahead(const struct pyfs_image *image, struct pyfs_block_c
 		 * Decoded in place under the slot's lock: a thread that needs the
 		 * block meanwhile waits for it instead of decoding it too.
 		 */
-		sh = &image->shared[b % image->shared_count];
-		data = image->shared_data + (size_t)(b % image->shared_count) * parts->block_size;
+		sh = image_shared_slot(image, b, &data);
 		pthread_mutex_lock(&sh->lock);
 		if (sh->tag != b + 1) {
 			sh->tag = 0;

@@ -429,7 +429,8 @@ static void ops_read_compressed(struct ops_fs *fs, fuse_req_t req, uint32_t inde
 		fuse_reply_err(req, -rc);
 	else
 		ops_reply_bytes(fs, req, data, len);
-	if (rc >= 0 && fs->options.decode_ahead)
+	/* Not on the spare cache: its lock would keep other threads waiting meanwhile. */
+	if (rc >= 0 && slot && fs->options.decode_ahead)
 		pyfs_image_decode_ahead(fs->image, cache);
 	if (!slot)
 		pthread_mutex_unlock(&fs->spare_lock);

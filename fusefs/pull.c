@@ -405,17 +405,21 @@ struct pull_job {
 
 /*
  * Chunk size: as given, or the largest power of two from 64 KiB to
- * PULL_CHUNK_AUTO_MAX_KIB such that one chunk per node is at most an eighth
- * of the payload, but not below 1 MiB (whole stripes, reads of 1 MiB or
- * more) until there are more than P / 8 MiB nodes. Large chunks keep
+ * PULL_CHUNK_AUTO_MAX_KIB (PULL_RING_CHUNK_AUTO_MAX_KIB for the ring) such
+ * that one chunk per node is at most an eighth of the payload, but not below
+ * 1 MiB (whole stripes) until there are more than P / 8 MiB nodes, where the
+ * largest allows it (reads go in blocks of 1 MiB or more whatever the chunk). Large chunks keep
  * per-message costs and read calls few; small ones fill the ring's pipeline
  * sooner (a chunk crosses up to N-1 links: N x chunk / link rate, kept
  * within an eighth of the payload's own transfer time) and let reading,
  * exchange and checksum overlap more finely.
  */
-static uint64_t pull_chunk_bytes(uint64_t size, int nodes, uint64_t chosen)
+static uint64_t pull_chunk_bytes(uint64_t size, int nodes, uint64_t chosen,
+				 enum pull_exchange exchange)
 {
-	uint64_t chunk = PULL_CHUNK_AUTO_MAX_KIB * UINT64_C(1024);
+	uint64_t chunk = (exchange == PULL_EXCHANGE_RING ? PULL_RING_CHUNK_AUTO_MAX_KIB
+							 : PULL_CHUNK_AUTO_MAX_KIB) *
+			 UINT64_C(1024);
 
 	if (chosen)
 		return chosen;
@@ -943,10 +947,8 @@ static int pull_job_init(struct pull_job *job, const struct pull_world *world, c
 	job->readers = options->readers < job->nodes ? options->readers : job->nodes;
 	job->node = world->node_index;
 	job->reader = pull_node_reader(job, job->node);
-	job->chunk = pull_chunk_bytes(job->size, job->nodes, options->chunk_bytes);
-	if (options->exchange == PULL_EXCHANGE_RING && !options->chunk_bytes &&
-	    job->chunk > PULL_RING_CHUNK_AUTO_MAX_KIB * UINT64_C(1024))
-		job->chunk = PULL_RING_CHUNK_AUTO_MAX_KIB * UINT64_C(1024);
+	job->chunk =
+	    pull_chunk_bytes(job->size, job->nodes, options->chunk_bytes, options->exchange);
 	job->chunks = (job->size + job->chunk - 1) / job->chunk;
 	job->group = pull_read_group(job->size, job->chunk, job->readers);
 	job->archive = archive;

@@ -1516,7 +1516,6 @@ ParameterizedTest(size_t *row, image_validate, refuses_lying_block_index)
 	pyfs_image_parts_free(&z);
 }
 
-/* Threads reading random ranges through their own caches and the shared one. */
 Test(image_compressed, decode_ahead_fills_the_shared_cache_for_the_next_read,
      .init = compressed_setup, .fini = compressed_teardown)
 {
@@ -1569,6 +1568,7 @@ Test(image_compressed, decode_ahead_fills_the_shared_cache_for_the_next_read,
 	pyfs_block_cache_destroy(b);
 }
 
+/* Threads reading random ranges through their own caches and the shared one. */
 struct reader_arg {
 	unsigned int seed;
 	int failures;
