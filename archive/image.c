@@ -1382,6 +1382,26 @@ void pyfs_image_decode_ahead(const struct pyfs_image *image, struct pyfs_block_c
 	cache->ahead_n = 0;
 }
 
+void pyfs_image_decode_file_start(const struct pyfs_image *image, struct pyfs_block_cache *cache,
+				  uint32_t index, uint64_t bytes)
+{
+	const struct pyfs_inode *ino = pyfs_image_inode(image, index);
+	uint64_t bs = image->parts.block_size, first, last;
+
+	if (!bs || !image->shared || !cache || !ino || (ino->mode & S_IFMT) != S_IFREG ||
+	    ino->data_size == 0 || bytes == 0)
+		return;
+	if (bytes > ino->data_size)
+		bytes = ino->data_size;
+	first = ino->data_offset / bs;
+	last = (ino->data_offset + bytes - 1) / bs;
+	if (last - first + 1 > PYFS_DECODE_AHEAD_MAX)
+		last = first + PYFS_DECODE_AHEAD_MAX - 1;
+	cache->ahead_next = first;
+	cache->ahead_n = (unsigned int)(last - first + 1);
+	pyfs_image_decode_ahead(image, cache);
+}
+
 void pyfs_image_decode_counts(const struct pyfs_image *image, uint64_t *on_demand, uint64_t *ahead)
 {
 	*on_demand = atomic_load_explicit(&image->blocks_decoded, memory_order_relaxed);

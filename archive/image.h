@@ -173,6 +173,16 @@ int pyfs_image_read_cached(const struct pyfs_image *image, struct pyfs_block_cac
 #define PYFS_DECODE_AHEAD_MAX 4u
 void pyfs_image_decode_ahead(const struct pyfs_image *image, struct pyfs_block_cache *cache);
 
+/*
+ * The same for a file about to be read (just looked up): decompress the
+ * blocks of its first bytes (at most PYFS_DECODE_AHEAD_MAX blocks) into the
+ * shared cache. Call it after the reply, on the serving thread; a no-op for
+ * anything but a non-empty regular file of a compressed image with a shared
+ * cache.
+ */
+void pyfs_image_decode_file_start(const struct pyfs_image *image, struct pyfs_block_cache *cache,
+				  uint32_t index, uint64_t bytes);
+
 /* Blocks decompressed so far by reads (on demand) and ahead of them. */
 void pyfs_image_decode_counts(const struct pyfs_image *image, uint64_t *on_demand, uint64_t *ahead);
 

@@ -43,6 +43,7 @@ struct mount_config {
 	int clone_fd;			       /* -o clone_fd */
 	int nonempty;			       /* -o nonempty: mount over a non-empty directory */
 	unsigned int max_threads;	       /* -o max_threads=N; 0: libfuse's default */
+	unsigned int busy_poll_us;	       /* -o busy_poll=US (our loop only) */
 	unsigned int timeout; /* --timeout: seconds the MPI part may take; 0: no limit */
 	int exchange;	      /* --exchange: enum pull_exchange */
 	int readers;	      /* --readers */

@@ -131,6 +131,24 @@ static void ops_init(void *userdata, struct fuse_conn_info *conn)
 		   conn->max_readahead, conn->max_write, fs->no_open, fs->no_opendir);
 }
 
+static struct ops_cache_slot *ops_thread_cache(struct ops_fs *fs);
+
+/*
+ * A file looked up is about to be opened and read: while the caller opens it
+ * (about 140 us between a .pyc's lookup and its first read in a cold import,
+ * longer than a block takes to decompress), decompress its first blocks.
+ */
+static void ops_decode_file_start(struct ops_fs *fs, uint32_t index)
+{
+	struct ops_cache_slot *slot;
+
+	if (!fs->caches || !fs->options.decode_ahead)
+		return;
+	slot = ops_thread_cache(fs);
+	if (slot)
+		pyfs_image_decode_file_start(fs->image, slot->cache, index, fs->conn_max_readahead);
+}
+
 static void ops_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct ops_fs *fs = ops_fs_of(req);
@@ -155,6 +173,7 @@ static void ops_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	} else {
 		ops_fill_entry(fs, found, &e);
 		fuse_reply_entry(req, &e);
+		ops_decode_file_start(fs, found);
 	}
 }
 

@@ -224,7 +224,7 @@ static int serve_loop(const struct mount_config *config, struct fuse_session *se
 	if (config->clone_fd)
 		rc = serve_libfuse_loop(config, se);
 	else
-		rc = mount_loop_run(loop, se);
+		rc = mount_loop_run(loop, se, config->busy_poll_us);
 	if (rc < 0)
 		pyfs_error("serving failed: %s", strerror(-rc));
 	fuse_remove_signal_handlers(se);

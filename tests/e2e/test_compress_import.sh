@@ -3,7 +3,8 @@
 # well under half the uncompressed one; the mount serves the same tree; the
 # Debian interpreter imports numpy and scipy (compiled submodules: dlopen of
 # .so files decompressed on demand) from the mount with no .py opened, so no
-# module was compiled; blocks were decoded ahead of their reads; --inflate
+# module was compiled; blocks were decoded ahead of their reads, and a
+# lookup alone decodes the file's first block; --inflate
 # serves the same bytes, decoding nothing at read time; the daemon's memory
 # after the import stays below the raw payload.
 . "$(dirname "$0")/lib.sh"
@@ -65,6 +66,22 @@ note "daemon RSS $((rss >> 20)) MiB after the import; files hold $((payload >> 2
 
 diff_trees "$NUMPY_TREE" "$mnt"
 compare_trees "$NUMPY_TREE" "$mnt"
+
+# A file looked up is about to be read: the lookup alone (stat) decodes its
+# first block ahead, unless -o no_decode_ahead; nothing is decoded on demand.
+for opts in "" "-o no_decode_ahead"; do
+	# shellcheck disable=SC2086 # word splitting of $opts is wanted
+	"$PYFS_MOUNT" $opts "$NUMPY_ZARCHIVE" "$imnt" || fail "pyfs-mount $opts failed"
+	stat "$imnt/numpy/__init__.py" >/dev/null || fail "stat on the mount failed"
+	looked=$(stat_of "$imnt" blocks_decoded_ahead)
+	[ "$(stat_of "$imnt" blocks_decoded)" = 0 ] || fail "${opts:-default}: a stat decoded on demand"
+	if [ -z "$opts" ]; then
+		[ "${looked:-0}" -ge 1 ] || fail "a lookup decoded nothing ahead ('$looked')"
+	else
+		[ "$looked" = 0 ] || fail "$opts: a lookup decoded $looked blocks ahead"
+	fi
+	fusermount3 -u "$imnt" || fail "fusermount3 -u $imnt failed"
+done
 "$PYFS_MOUNT" --inflate "$NUMPY_ZARCHIVE" "$imnt" || fail "pyfs-mount --inflate failed"
 diff_trees "$NUMPY_TREE" "$imnt"
 PYTHONPATH=$imnt "${PY_ISOLATED[@]}" "$WORK/imports.py" "$imnt" || fail "imports from the inflated mount failed"

@@ -97,4 +97,27 @@ assert not any(os.isatty(fd) for _ in range(50))' "$mnt/d/f" || fail "isatty on 
 	wait "$fg_pid" || fail "-f daemon exited $? after SIGTERM"
 done
 note "serving threads ready at mount time: $want by default on $cpus CPUs, 5 with -o max_threads=5"
+
+# Busy polling ends: after the last request, a thread polls for the next one
+# for at most busy_poll microseconds (here the longest allowed, 0.1 s), then
+# sleeps. An idle daemon uses no CPU afterwards, with polling and without.
+daemon_cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+for opts in "-o busy_poll=100000" "-o busy_poll=0"; do
+	rm -f "$WORK/ready"
+	# shellcheck disable=SC2086 # word splitting of $opts is wanted
+	"$PYFS_MOUNT" -f $opts --ready-file="$WORK/ready" "$WORK/a.h5" "$mnt" 2>"$WORK/fg.err" &
+	fg_pid=$!
+	wait_until 20 test -s "$WORK/ready" || fail "$opts: no ready file: $(cat "$WORK/fg.err")"
+	for _ in $(seq 20); do
+		[ "$(cat "$mnt/d/f")" = hi ] || fail "$opts: wrong contents"
+	done
+	sleep 0.5
+	t0=$(daemon_cpu_ticks "$fg_pid")
+	sleep 2
+	t1=$(daemon_cpu_ticks "$fg_pid")
+	# Clock ticks are 10 ms: an idle daemon shows at most a stray one.
+	[ $((t1 - t0)) -le 2 ] || fail "$opts: idle daemon used $((t1 - t0)) ticks of CPU in 2 s"
+	kill -TERM "$fg_pid"
+	wait "$fg_pid" || fail "$opts: -f daemon exited $? after SIGTERM"
+done
 exit 0

@@ -1568,6 +1568,47 @@ Test(image_compressed, decode_ahead_fills_the_shared_cache_for_the_next_read,
 	pyfs_block_cache_destroy(b);
 }
 
+Test(image_compressed, decode_file_start_decodes_the_first_blocks_of_a_file,
+     .init = compressed_setup, .fini = compressed_teardown)
+{
+	struct pyfs_block_cache *a, *b;
+	uint64_t decoded, ahead, want;
+	const struct pyfs_inode *ino;
+	uint32_t big, dir;
+
+	cr_assert_eq(pyfs_image_resolve(z_image, "big.txt", &big), 0);
+	cr_assert_eq(pyfs_image_resolve(z_image, "", &dir), 0);
+	ino = pyfs_image_inode(z_image, big);
+	cr_assert_gt(ino->data_size, 4 * (uint64_t)ZBLOCK);
+	a = pyfs_block_cache_create(z_image);
+	b = pyfs_block_cache_create(z_image);
+	cr_assert(a && b);
+
+	/* Nowhere to put them without a shared cache; nothing for a directory. */
+	pyfs_image_decode_file_start(z_image, a, big, 2 * ZBLOCK);
+	cr_assert_eq(pyfs_image_share_blocks(z_image, 64), 0);
+	pyfs_image_decode_file_start(z_image, a, dir, 2 * ZBLOCK);
+	pyfs_image_decode_counts(z_image, &decoded, &ahead);
+	cr_assert_eq(decoded + ahead, 0);
+
+	/* The blocks of the first 2 blocks' worth of bytes (3 when not aligned)... */
+	want = (ino->data_offset + 2 * ZBLOCK - 1) / ZBLOCK - ino->data_offset / ZBLOCK + 1;
+	pyfs_image_decode_file_start(z_image, a, big, 2 * ZBLOCK);
+	pyfs_image_decode_counts(z_image, &decoded, &ahead);
+	cr_assert_eq(decoded, 0);
+	cr_assert_eq(ahead, want);
+	/* ...which the first read, on another thread, finds decoded, */
+	expect_same_read(b, big, 0, 2 * ZBLOCK);
+	pyfs_image_decode_counts(z_image, &decoded, &ahead);
+	cr_assert_eq(decoded, 0, "blocks decoded on demand: %lu", (unsigned long)decoded);
+	/* and never more than PYFS_DECODE_AHEAD_MAX blocks, however much is asked. */
+	pyfs_image_decode_file_start(z_image, a, big, ino->data_size);
+	pyfs_image_decode_counts(z_image, &decoded, &ahead);
+	cr_assert_eq(ahead, PYFS_DECODE_AHEAD_MAX);
+	pyfs_block_cache_destroy(a);
+	pyfs_block_cache_destroy(b);
+}
+
 /* Threads reading random ranges through their own caches and the shared one. */
 struct reader_arg {
 	unsigned int seed;
