@@ -44,7 +44,7 @@ struct ops_stats_text {
 struct ops_options {
 	double timeout;	  /* entry, attribute and miss timeout in seconds */
 	int open_calls;	  /* answer open/opendir even when the kernel can skip them */
-	int decode_ahead; /* compressed: decode the blocks after a cold read (default on) */
+	int decode_ahead; /* compressed: decode after a cold read and at lookups (default on) */
 };
 
 /* One counter per kind of request; relaxed atomics, never a lock. */
