@@ -24,7 +24,11 @@ pause_shim
 # 15 minutes.
 export OMPI_MCA_oob_tcp_keepalive_time=10 OMPI_MCA_oob_tcp_keepalive_intvl=2 OMPI_MCA_oob_tcp_keepalive_probes=3
 limit=60  # seconds from the fault to mpirun's end, and to a clean bed
-timeout=30 # pyfs-mount --timeout: a rank cut off from the others gives up
+# pyfs-mount --timeout: a rank cut off from the others gives up. Longer than
+# Open MPI's keepalive takes to notice a cut link (about 17 s): once the
+# surviving ranks have given up first, mpirun's order to kill the cut-off
+# host's processes waits on TCP retransmission (minutes), not on keepalive.
+timeout=45
 
 # nothing_left WHAT: no mount, no pyfs-mount and no orted on any host.
 nothing_left() {
