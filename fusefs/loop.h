@@ -35,8 +35,8 @@ unsigned int mount_loop_default_threads(void);
  * something every 100-300 us; waking a sleeping thread on an idle CPU took
  * 50-70 us of each round trip (a TCGETS ioctl: 11 us back to back, 80 us
  * 200 us apart, 24 us with polling). Measured (cold full-stack import,
- * docs/PERFORMANCE.md): 1.39 -> 1.24 s, and 8 imports at once unchanged
- * (they keep the CPUs busy, so nothing polls).
+ * docs/PERFORMANCE.md "Wake-ups, and busy polling"): 1.41 -> 1.21 s, and 8
+ * imports at once within noise (they keep the CPUs busy, so little polls).
  */
 #define MOUNT_LOOP_BUSY_POLL_US_DEFAULT 200u
 #define MOUNT_LOOP_BUSY_POLL_US_MAX	100000u
