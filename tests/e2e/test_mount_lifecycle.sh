@@ -98,9 +98,12 @@ assert not any(os.isatty(fd) for _ in range(50))' "$mnt/d/f" || fail "isatty on 
 done
 note "serving threads ready at mount time: $want by default on $cpus CPUs, 5 with -o max_threads=5"
 
-# Busy polling ends: after the last request, a thread polls for the next one
-# for at most busy_poll microseconds (here the longest allowed, 0.1 s), then
-# sleeps. An idle daemon uses no CPU afterwards, with polling and without.
+# Busy polling: after a request, a thread polls for the next one for at most
+# busy_poll microseconds (here the longest allowed, 0.1 s: about 10 clock
+# ticks of the daemon's CPU), then sleeps. One lookup at a time from a caller
+# that then sleeps (so that the node has a CPU to spare): with polling, one of
+# them costs the daemon 0.05 s of CPU or more; without, none does; and either
+# way the daemon uses no CPU once idle.
 daemon_cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 for opts in "-o busy_poll=100000" "-o busy_poll=0"; do
 	rm -f "$WORK/ready"
@@ -108,14 +111,24 @@ for opts in "-o busy_poll=100000" "-o busy_poll=0"; do
 	"$PYFS_MOUNT" -f $opts --ready-file="$WORK/ready" "$WORK/a.h5" "$mnt" 2>"$WORK/fg.err" &
 	fg_pid=$!
 	wait_until 20 test -s "$WORK/ready" || fail "$opts: no ready file: $(cat "$WORK/fg.err")"
-	for _ in $(seq 20); do
-		[ "$(cat "$mnt/d/f")" = hi ] || fail "$opts: wrong contents"
+	most=0
+	for i in $(seq 10); do
+		t0=$(daemon_cpu_ticks "$fg_pid")
+		"${PY_ISOLATED[@]}" -c 'import os, sys, time
+assert not os.path.exists(sys.argv[1])
+time.sleep(0.3)' "$mnt/missing$i" || fail "$opts: lookup on the mount"
+		t1=$(daemon_cpu_ticks "$fg_pid")
+		[ $((t1 - t0)) -gt "$most" ] && most=$((t1 - t0))
+		[ "$most" -ge 5 ] && break
 	done
-	sleep 0.5
+	if [ "$opts" = "-o busy_poll=0" ]; then
+		[ "$most" -le 2 ] || fail "$opts: a lookup cost the daemon $most ticks of CPU"
+	else
+		[ "$most" -ge 5 ] || fail "$opts: no lookup was followed by polling (at most $most ticks of CPU)"
+	fi
 	t0=$(daemon_cpu_ticks "$fg_pid")
 	sleep 2
 	t1=$(daemon_cpu_ticks "$fg_pid")
-	# Clock ticks are 10 ms: an idle daemon shows at most a stray one.
 	[ $((t1 - t0)) -le 2 ] || fail "$opts: idle daemon used $((t1 - t0)) ticks of CPU in 2 s"
 	kill -TERM "$fg_pid"
 	wait "$fg_pid" || fail "$opts: -f daemon exited $? after SIGTERM"
