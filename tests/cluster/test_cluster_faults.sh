@@ -24,11 +24,7 @@ pause_shim
 # 15 minutes.
 export OMPI_MCA_oob_tcp_keepalive_time=10 OMPI_MCA_oob_tcp_keepalive_intvl=2 OMPI_MCA_oob_tcp_keepalive_probes=3
 limit=60  # seconds from the fault to mpirun's end, and to a clean bed
-# pyfs-mount --timeout: a rank cut off from the others gives up. Longer than
-# Open MPI's keepalive takes to notice a cut link (about 17 s): once the
-# surviving ranks have given up first, mpirun's order to kill the cut-off
-# host's processes waits on TCP retransmission (minutes), not on keepalive.
-timeout=45
+timeout=30 # pyfs-mount --timeout: a rank cut off from the others gives up
 
 # nothing_left WHAT: no mount, no pyfs-mount and no orted on any host.
 nothing_left() {
@@ -107,14 +103,35 @@ note "host killed mid-pull: mpirun ended in $ended s naming node3; nothing left"
 good_job "a host killed"
 
 # --- a host's link is cut -------------------------------------------------
+# Open MPI's keepalive usually notices the cut (about 17 s) and mpirun ends,
+# naming node3. Sometimes it does not (4 of 17 runs on one day, 2 of them
+# in CI; no "lost communication" at all): every surviving rank then gives up by
+# --timeout with its one line, but mpirun's order to kill node3's processes
+# waits on TCP retransmission until the link is back. Then the link comes
+# back, and mpirun must end within 90 s of that.
 pull_paused 2 "$WORK/cut.out"
 "$BED" link node3 down
-pull_ends "link cut" "$WORK/cut.out"
-grep -qE "node3|$node3\b" "$WORK/cut.out" || { cat "$WORK/cut.out" >&2; fail "link cut: no message naming node3"; }
+t_cut=$SECONDS
+until ! kill -0 "$pull_pid" 2>/dev/null || [ $((SECONDS - t_cut)) -ge "$limit" ]; do sleep 0.2; done
+link_back=
+if kill -0 "$pull_pid" 2>/dev/null; then
+	for h in node1 node2; do
+		grep -q "did not finish within $timeout s (--timeout) on host '$h'" "$WORK/cut.out" ||
+			{ cat "$WORK/cut.out" >&2; fail "link cut: mpirun still runs after $limit s, and the rank on $h did not give up"; }
+	done
+	"$BED" link node3 up
+	link_back=1
+	limit=90 pull_ends "link cut, link back" "$WORK/cut.out"
+	note "link cut mid-pull: Open MPI did not notice; the ranks on node1 and node2 gave up by --timeout; mpirun ended $ended s after the link came back"
+else
+	pull_ends "link cut" "$WORK/cut.out"
+	grep -qE "node3|$node3\b" "$WORK/cut.out" || { cat "$WORK/cut.out" >&2; fail "link cut: no message naming node3"; }
+	note "link cut mid-pull: mpirun ended in $((SECONDS - t_cut)) s naming node3"
+fi
 # The cut-off host's own rank gives up by --timeout; its Open MPI daemon by keepalive.
 clean_within $((limit + timeout)) "link cut"
-note "link cut mid-pull: mpirun ended in $ended s naming node3; node3's rank gave up by itself; nothing left"
-"$BED" link node3 up
+note "link cut: node3's rank gave up by itself; nothing left"
+[ -n "$link_back" ] || "$BED" link node3 up
 wait_until 60 shared_back || fail "node3 does not see /shared again after its link came back"
 good_job "a link cut"
 
