@@ -1287,6 +1287,14 @@ out_cached:
 	return 0;
 }
 
+/* Plan pyfs_image_decode_ahead(): count blocks from first, PYFS_DECODE_AHEAD_MAX at most. */
+static void image_plan_ahead(struct pyfs_block_cache *cache, uint64_t first, uint64_t count)
+{
+	cache->ahead_next = first;
+	cache->ahead_n =
+	    count < PYFS_DECODE_AHEAD_MAX ? (unsigned int)count : PYFS_DECODE_AHEAD_MAX;
+}
+
 int pyfs_image_read_cached(const struct pyfs_image *image, struct pyfs_block_cache *cache,
 			   uint32_t index, uint64_t offset, uint64_t size, const uint8_t **data,
 			   size_t *len)
@@ -1334,13 +1342,8 @@ int pyfs_image_read_cached(const struct pyfs_image *image, struct pyfs_block_cac
 	}
 	*len = (size_t)size;
 	/* A read that had to decode is cold: its continuation is probably next. */
-	if (cache->decoded && image->shared) {
-		uint64_t n = last - first + 1;
-
-		cache->ahead_next = last + 1;
-		cache->ahead_n =
-		    n < PYFS_DECODE_AHEAD_MAX ? (unsigned int)n : PYFS_DECODE_AHEAD_MAX;
-	}
+	if (cache->decoded && image->shared)
+		image_plan_ahead(cache, last + 1, last - first + 1);
 	return 0;
 }
 
@@ -1386,7 +1389,7 @@ void pyfs_image_decode_file_start(const struct pyfs_image *image, struct pyfs_bl
 				  uint32_t index, uint64_t bytes)
 {
 	const struct pyfs_inode *ino = pyfs_image_inode(image, index);
-	uint64_t bs = image->parts.block_size, first, last;
+	uint64_t bs = image->parts.block_size, first;
 
 	if (!bs || !image->shared || !cache || !ino || (ino->mode & S_IFMT) != S_IFREG ||
 	    ino->data_size == 0 || bytes == 0)
@@ -1394,11 +1397,7 @@ void pyfs_image_decode_file_start(const struct pyfs_image *image, struct pyfs_bl
 	if (bytes > ino->data_size)
 		bytes = ino->data_size;
 	first = ino->data_offset / bs;
-	last = (ino->data_offset + bytes - 1) / bs;
-	if (last - first + 1 > PYFS_DECODE_AHEAD_MAX)
-		last = first + PYFS_DECODE_AHEAD_MAX - 1;
-	cache->ahead_next = first;
-	cache->ahead_n = (unsigned int)(last - first + 1);
+	image_plan_ahead(cache, first, (ino->data_offset + bytes - 1) / bs - first + 1);
 	pyfs_image_decode_ahead(image, cache);
 }
 

@@ -210,7 +210,7 @@ static void *loop_worker_main(void *arg)
 	struct loop_worker *w = arg;
 	struct mount_loop *loop = w->loop;
 	struct fuse_session *se = loop->se;
-	bool warned = false, served = false;
+	bool warned = false;
 
 	/* Set up this thread's malloc cache now, not in the middle of a request. */
 	free(malloc(1));
@@ -218,9 +218,6 @@ static void *loop_worker_main(void *arg)
 		size_t capacity = w->buf.size;
 		int res;
 
-		if (served)
-			loop_busy_poll(loop);
-		served = false;
 		res = fuse_session_receive_buf(se, &w->buf);
 		if (res == -EINTR || res == -EAGAIN)
 			goto next;
@@ -243,7 +240,7 @@ static void *loop_worker_main(void *arg)
 			break;
 		}
 		fuse_session_process_buf(se, &w->buf);
-		served = true;
+		loop_busy_poll(loop);
 	next:
 		/* receive_buf sets the size of what it read; the buffer stays as big. */
 		w->buf.size = capacity;

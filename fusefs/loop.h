@@ -53,7 +53,7 @@ struct mount_loop {
 	atomic_int error;
 	long busy_poll_ns;   /* 0: never poll */
 	atomic_bool polling; /* one thread polls at a time */
-	int loadavg_fd;	     /* /proc/loadavg, for the runnable tasks; -1: never poll */
+	int loadavg_fd;	     /* /proc/loadavg (runnable tasks), open when busy_poll_ns > 0 */
 	long cpus;	     /* CPUs this process may run on */
 };
 

@@ -407,8 +407,8 @@ struct pull_job {
  * Chunk size: as given, or the largest power of two from 64 KiB to
  * PULL_CHUNK_AUTO_MAX_KIB (PULL_RING_CHUNK_AUTO_MAX_KIB for the ring) such
  * that one chunk per node is at most an eighth of the payload, but not below
- * 1 MiB (whole stripes) until there are more than P / 8 MiB nodes, where the
- * largest allows it (reads go in blocks of 1 MiB or more whatever the chunk). Large chunks keep
+ * 1 MiB (whole stripes) until there are more than P / 8 MiB nodes (reads go
+ * in blocks of 1 MiB or more whatever the chunk). Large chunks keep
  * per-message costs and read calls few; small ones fill the ring's pipeline
  * sooner (a chunk crosses up to N-1 links: N x chunk / link rate, kept
  * within an eighth of the payload's own transfer time) and let reading,
