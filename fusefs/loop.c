@@ -320,6 +320,7 @@ int mount_loop_run(struct mount_loop *loop, struct fuse_session *se, unsigned in
 		w->started = true;
 		started++;
 	}
+	atomic_store(&loop->running, started);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (started == 0) {
 		pyfs_error("cannot start a serving thread: %s", strerror(rc));
@@ -332,6 +333,7 @@ int mount_loop_run(struct mount_loop *loop, struct fuse_session *se, unsigned in
 			  loop->threads, strerror(rc));
 	while (!fuse_session_exited(se))
 		sem_wait(&loop->finish);
+	atomic_store(&loop->running, 0);
 	for (unsigned int i = 0; i < loop->threads; i++)
 		if (loop->workers[i].started)
 			loop_join(&loop->workers[i]);

@@ -55,6 +55,7 @@ struct mount_loop {
 	atomic_bool polling; /* one thread polls at a time */
 	int loadavg_fd;	     /* /proc/loadavg (runnable tasks), open when busy_poll_ns > 0 */
 	long cpus;	     /* CPUs this process may run on */
+	atomic_uint running; /* threads started by mount_loop_run() */
 };
 
 /* What mount_loop_reserve() takes for threads threads, in bytes. */

@@ -147,7 +147,9 @@ static void mount_usage(FILE *out)
 	    "                         the kernel skip them\n"
 	    "  no_decode_ahead        compressed archives: do not decompress blocks ahead\n"
 	    "                         of their reads (the blocks after a read that had to\n"
-	    "                         decompress, the first blocks of a file looked up)\n"
+	    "                         decompress, the first blocks of a file looked up),\n"
+	    "                         nor store a file's first bytes in the page cache\n"
+	    "                         as it is opened\n"
 	    "  nonempty               mount over a directory that is not empty (e.g. an\n"
 	    "                         environment over its own path): what is below is\n"
 	    "                         hidden on this node until the unmount\n"
@@ -694,6 +696,12 @@ static int mount_make_image(const struct mount_config *config, struct mount_stat
 	state->fs.image = state->image;
 	if (rc == 0 &&
 	    ops_prepare_reads(&state->fs, config->max_threads ? config->max_threads : 10) < 0) {
+		pyfs_err_set(err, "cannot allocate the decompression caches: %s", strerror(ENOMEM));
+		rc = -ENOMEM;
+	}
+	/* Not under libfuse's loop (clone_fd): it starts threads as it goes. */
+	if (rc == 0 && !config->clone_fd &&
+	    ops_prepare_stores(&state->fs, state->se, &state->loop.running) < 0) {
 		pyfs_err_set(err, "cannot allocate the decompression caches: %s", strerror(ENOMEM));
 		rc = -ENOMEM;
 	}

@@ -149,6 +149,52 @@ static void ops_decode_file_start(struct ops_fs *fs, uint32_t index)
 		pyfs_image_decode_file_start(fs->image, slot->cache, index, fs->conn_max_readahead);
 }
 
+/*
+ * Put the first bytes of a compressed file that is being opened (the kernel
+ * readahead window, 128 KiB) into the kernel's page cache with
+ * FUSE_NOTIFY_STORE, decompressed, before answering the request that told
+ * us: the read that follows is then served by the kernel with no request.
+ * Called at a file's first ioctl, which Python's open() makes (isatty())
+ * between the lookup and the first read: the kernel has the inode by then
+ * (a store right after the lookup's reply usually came too early), and the
+ * blocks are usually decoded already (ops_decode_file_start). Once per
+ * inode and mount.
+ *
+ * A store waits for pages locked by a read of the same file that is in
+ * flight, which another serving thread must answer: at most all threads but
+ * one store at a time, so that one is always free to answer it.
+ */
+static void ops_store_file_start(struct ops_fs *fs, uint32_t index, fuse_ino_t ino)
+{
+	const struct pyfs_inode *inode = pyfs_image_inode(fs->image, index);
+	struct fuse_bufvec bufv = FUSE_BUFVEC_INIT(0);
+	uint64_t bit = UINT64_C(1) << (index % 64);
+	struct ops_cache_slot *slot;
+	const uint8_t *data;
+	size_t len;
+
+	if (!fs->stored || !fs->options.decode_ahead || !inode ||
+	    (inode->mode & S_IFMT) != S_IFREG || inode->data_size == 0 ||
+	    (atomic_fetch_or(&fs->stored[index / 64], bit) & bit))
+		return;
+	if (atomic_fetch_add(&fs->stores_under_way, 1) + 1 >= atomic_load(fs->serving_threads))
+		goto out;
+	slot = ops_thread_cache(fs);
+	if (!slot ||
+	    pyfs_image_read_cached(fs->image, slot->cache, index, 0, fs->conn_max_readahead, &data,
+				   &len) < 0 ||
+	    len == 0)
+		goto out;
+	bufv.buf[0].size = len;
+	bufv.buf[0].mem = (void *)data;
+	if (fuse_lowlevel_notify_store(fs->se, ino, 0, &bufv, 0) == 0) {
+		OPS_COUNT(fs, stores);
+		atomic_fetch_add_explicit(&fs->counters.bytes_stored, len, memory_order_relaxed);
+	}
+out:
+	atomic_fetch_sub(&fs->stores_under_way, 1);
+}
+
 static void ops_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct ops_fs *fs = ops_fs_of(req);
@@ -381,8 +427,24 @@ int ops_prepare_reads(struct ops_fs *fs, unsigned int threads)
 	return 0;
 }
 
+int ops_prepare_stores(struct ops_fs *fs, struct fuse_session *se,
+		       const atomic_uint *serving_threads)
+{
+	if (!fs->caches)
+		return 0;
+	fs->stored = calloc(pyfs_image_inode_count(fs->image) / 64 + 1, sizeof(*fs->stored));
+	if (!fs->stored)
+		return -ENOMEM;
+	fs->se = se;
+	fs->serving_threads = serving_threads;
+	atomic_init(&fs->stores_under_way, 0);
+	return 0;
+}
+
 void ops_release_reads(struct ops_fs *fs)
 {
+	free(fs->stored);
+	fs->stored = NULL;
 	for (unsigned int i = 0; fs->caches && i < fs->cache_count; i++)
 		pyfs_block_cache_destroy(fs->caches[i].cache);
 	free(fs->caches);
@@ -508,13 +570,21 @@ static size_t ops_format_stats(struct ops_fs *fs, char *buf, size_t size)
 		const char *name;
 		atomic_uint_fast64_t *value;
 	} rows[] = {
-	    {"lookups", &fs->counters.lookups},	      {"misses", &fs->counters.misses},
-	    {"getattrs", &fs->counters.getattrs},     {"readlinks", &fs->counters.readlinks},
-	    {"opens", &fs->counters.opens},	      {"opendirs", &fs->counters.opendirs},
-	    {"readdirs", &fs->counters.readdirs},     {"reads", &fs->counters.reads},
-	    {"bytes_read", &fs->counters.bytes_read}, {"statfs", &fs->counters.statfs},
-	    {"ioctls", &fs->counters.ioctls},	      {"access", &fs->counters.access},
+	    {"lookups", &fs->counters.lookups},
+	    {"misses", &fs->counters.misses},
+	    {"getattrs", &fs->counters.getattrs},
+	    {"readlinks", &fs->counters.readlinks},
+	    {"opens", &fs->counters.opens},
+	    {"opendirs", &fs->counters.opendirs},
+	    {"readdirs", &fs->counters.readdirs},
+	    {"reads", &fs->counters.reads},
+	    {"bytes_read", &fs->counters.bytes_read},
+	    {"statfs", &fs->counters.statfs},
+	    {"ioctls", &fs->counters.ioctls},
+	    {"access", &fs->counters.access},
 	    {"refused", &fs->counters.refused},
+	    {"stores", &fs->counters.stores},
+	    {"bytes_stored", &fs->counters.bytes_stored},
 	};
 	size_t used = 0;
 
@@ -546,7 +616,9 @@ static size_t ops_format_stats(struct ops_fs *fs, char *buf, size_t size)
 /*
  * Only the stats query, on the root; ENOTTY for the rest (isatty() on every
  * file Python opens lands here: the kernel forwards every ioctl of a FUSE
- * file, whatever the answer, so the reply is the cheapest one).
+ * file, whatever the answer, so the reply is the cheapest one). A
+ * compressed file's first ioctl first stores its first bytes in the page
+ * cache (ops_store_file_start).
  */
 static void ops_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		      struct fuse_file_info *fi, unsigned flags, const void *in_buf,
@@ -554,10 +626,13 @@ static void ops_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *ar
 {
 	struct ops_fs *fs = ops_fs_of(req);
 	struct ops_stats_text stats;
+	uint32_t index;
 	size_t len;
 
 	(void)arg, (void)fi, (void)flags, (void)in_buf, (void)in_bufsz;
 	OPS_COUNT(fs, ioctls);
+	if (fs->stored && ops_index(fs, ino, &index))
+		ops_store_file_start(fs, index, ino);
 	if (cmd != OPS_IOC_STATS || ino != FUSE_ROOT_ID || out_bufsz < sizeof(stats)) {
 		fuse_reply_err(req, ENOTTY);
 		return;

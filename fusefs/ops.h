@@ -62,6 +62,8 @@ struct ops_counters {
 	atomic_uint_fast64_t ioctls; /* isatty() and the like, and the stats query */
 	atomic_uint_fast64_t access;
 	atomic_uint_fast64_t refused; /* modifying requests answered EROFS */
+	atomic_uint_fast64_t stores;  /* files whose first bytes went to the page cache */
+	atomic_uint_fast64_t bytes_stored;
 };
 
 /* One reader thread's decompression cache (compressed images; see ops_prepare_reads). */
@@ -87,6 +89,15 @@ struct ops_fs {
 	pthread_key_t cache_key;
 	bool cache_key_made;
 	pthread_mutex_t spare_lock; /* guards caches[cache_count - 1] when all are claimed */
+	/*
+	 * Storing into the page cache (ops_store_file_start): the session, the
+	 * threads serving it (NULL: never store), the stores under way, and
+	 * one bit per inode for the files already stored.
+	 */
+	struct fuse_session *se;
+	const atomic_uint *serving_threads;
+	atomic_uint stores_under_way;
+	atomic_uint_fast64_t *stored;
 };
 
 /*
@@ -97,6 +108,16 @@ struct ops_fs {
  */
 int ops_prepare_reads(struct ops_fs *fs, unsigned int threads);
 void ops_release_reads(struct ops_fs *fs);
+
+/*
+ * After ops_prepare_reads(), for a compressed image served by the serving
+ * loop (serving_threads: the count of its running threads): let the
+ * handlers store the first bytes of files being opened into the kernel's
+ * page cache through se. No-op for an uncompressed image (measured: no
+ * gain there). 0 or -ENOMEM; ops_release_reads() frees it.
+ */
+int ops_prepare_stores(struct ops_fs *fs, struct fuse_session *se,
+		       const atomic_uint *serving_threads);
 
 /* Defaults of the -o options. */
 void ops_options_default(struct ops_options *options);

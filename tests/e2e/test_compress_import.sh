@@ -4,7 +4,8 @@
 # Debian interpreter imports numpy and scipy (compiled submodules: dlopen of
 # .so files decompressed on demand) from the mount with no .py opened, so no
 # module was compiled; blocks were decoded ahead of their reads, and a
-# lookup alone decodes the file's first block; --inflate
+# lookup alone decodes the file's first block, and opening it stores its
+# first bytes in the page cache; --inflate
 # serves the same bytes, decoding nothing at read time; the daemon's memory
 # after the import stays below the raw payload.
 . "$(dirname "$0")/lib.sh"
@@ -69,16 +70,40 @@ compare_trees "$NUMPY_TREE" "$mnt"
 
 # A file looked up is about to be read: the lookup alone (stat) decodes its
 # first block ahead, unless -o no_decode_ahead; nothing is decoded on demand.
-for opts in "" "-o no_decode_ahead"; do
+# Opened by Python (isatty() before the first read), a file's first bytes
+# are stored in the page cache: reading it then asks the daemon nothing,
+# unless -o no_decode_ahead, or with one serving thread (a store can wait
+# for a read that only another thread can answer). Either way the bytes are
+# the packed ones.
+pyc=numpy/__pycache__/__init__.cpython-311.pyc
+[ -f "$NUMPY_TREE/$pyc" ] || fail "no $pyc in the packed tree"
+size=$(stat -c %s "$NUMPY_TREE/$pyc")
+[ "$size" -le 131072 ] || fail "$pyc has $size bytes, more than one readahead window"
+for opts in "" "-o no_decode_ahead" "-o max_threads=1"; do
 	# shellcheck disable=SC2086 # word splitting of $opts is wanted
 	"$PYFS_MOUNT" $opts "$NUMPY_ZARCHIVE" "$imnt" || fail "pyfs-mount $opts failed"
 	stat "$imnt/numpy/__init__.py" >/dev/null || fail "stat on the mount failed"
 	looked=$(stat_of "$imnt" blocks_decoded_ahead)
 	[ "$(stat_of "$imnt" blocks_decoded)" = 0 ] || fail "${opts:-default}: a stat decoded on demand"
-	if [ -z "$opts" ]; then
+	if [ "$opts" != "-o no_decode_ahead" ]; then
 		[ "${looked:-0}" -ge 1 ] || fail "a lookup decoded nothing ahead ('$looked')"
 	else
 		[ "$looked" = 0 ] || fail "$opts: a lookup decoded $looked blocks ahead"
+	fi
+	"${PY_ISOLATED[@]}" -c 'import sys; sys.stdout.buffer.write(open(sys.argv[1], "rb").read())' \
+		"$imnt/$pyc" >"$WORK/pyc.out" || fail "${opts:-default}: reading $pyc failed"
+	cmp -s "$WORK/pyc.out" "$NUMPY_TREE/$pyc" || fail "${opts:-default}: $pyc differs on the mount"
+	stores=$(stat_of "$imnt" stores)
+	stored=$(stat_of "$imnt" bytes_stored)
+	reads=$(stat_of "$imnt" reads)
+	note "${opts:-default}: opened $pyc ($size bytes): $stores stores ($stored bytes), $reads reads"
+	if [ -z "$opts" ]; then
+		[ "$stores" = 1 ] && [ "$stored" = "$size" ] ||
+			fail "opening $pyc stored $stores files, $stored bytes (expected 1, $size)"
+		[ "$reads" = 0 ] || fail "$pyc was stored, yet reading it asked the daemon $reads reads"
+	else
+		[ "$stores" = 0 ] || fail "$opts: $stores files stored in the page cache"
+		[ "${reads:-0}" -ge 1 ] || fail "$opts: reading $pyc asked the daemon nothing"
 	fi
 	fusermount3 -u "$imnt" || fail "fusermount3 -u $imnt failed"
 done
