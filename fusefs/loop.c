@@ -205,6 +205,18 @@ static void loop_busy_poll(struct mount_loop *loop)
 	atomic_store(&loop->polling, false);
 }
 
+void mount_loop_serve_while(struct mount_loop *loop, const atomic_uint *outstanding)
+{
+	loop->draining = outstanding;
+}
+
+/* Serve the next request? Until the session ends, and then while others wait on one. */
+static bool loop_serving(const struct mount_loop *loop)
+{
+	return !fuse_session_exited(loop->se) ||
+	       (loop->draining && atomic_load(loop->draining) > 0);
+}
+
 static void *loop_worker_main(void *arg)
 {
 	struct loop_worker *w = arg;
@@ -214,7 +226,7 @@ static void *loop_worker_main(void *arg)
 
 	/* Set up this thread's malloc cache now, not in the middle of a request. */
 	free(malloc(1));
-	while (!fuse_session_exited(se)) {
+	while (loop_serving(loop)) {
 		size_t capacity = w->buf.size;
 		int res;
 
@@ -283,6 +295,7 @@ int mount_loop_run(struct mount_loop *loop, struct fuse_session *se, unsigned in
 	loop->se = se;
 	atomic_store(&loop->error, 0);
 	atomic_store(&loop->polling, false);
+	atomic_store(&loop->running, 0);
 	loop->cpus = (long)loop_cpus();
 	loop->loadavg_fd = busy_poll_us ? open("/proc/loadavg", O_RDONLY | O_CLOEXEC) : -1;
 	loop->busy_poll_ns = loop->loadavg_fd >= 0 ? (long)busy_poll_us * 1000L : 0;
@@ -319,8 +332,8 @@ int mount_loop_run(struct mount_loop *loop, struct fuse_session *se, unsigned in
 			break;
 		w->started = true;
 		started++;
+		atomic_fetch_add(&loop->running, 1);
 	}
-	atomic_store(&loop->running, started);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (started == 0) {
 		pyfs_error("cannot start a serving thread: %s", strerror(rc));

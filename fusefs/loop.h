@@ -55,7 +55,9 @@ struct mount_loop {
 	atomic_bool polling; /* one thread polls at a time */
 	int loadavg_fd;	     /* /proc/loadavg (runnable tasks), open when busy_poll_ns > 0 */
 	long cpus;	     /* CPUs this process may run on */
-	atomic_uint running; /* threads started by mount_loop_run() */
+	atomic_uint running; /* threads started by mount_loop_run() so far */
+	/* Nonzero: requests still wait on others' answers; serve on after the session ends. */
+	const atomic_uint *draining;
 };
 
 /* What mount_loop_reserve() takes for threads threads, in bytes. */
@@ -67,6 +69,15 @@ uint64_t mount_loop_bytes(unsigned int threads);
  * them. 0, or a negative errno with err saying how much could not be had.
  */
 int mount_loop_reserve(struct mount_loop *loop, unsigned int threads, struct pyfs_err *err);
+
+/*
+ * Keep the threads serving after the session has ended (a signal) for as
+ * long as *outstanding is nonzero: handlers that wait in the kernel for a
+ * request that another thread must answer (stores into the page cache)
+ * would otherwise wait for ever, and the unmount with them. After
+ * mount_loop_reserve().
+ */
+void mount_loop_serve_while(struct mount_loop *loop, const atomic_uint *outstanding);
 
 /*
  * Serve se with the reserved threads until the session ends (unmounted, or a

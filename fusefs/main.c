@@ -700,10 +700,13 @@ static int mount_make_image(const struct mount_config *config, struct mount_stat
 		rc = -ENOMEM;
 	}
 	/* Not under libfuse's loop (clone_fd): it starts threads as it goes. */
-	if (rc == 0 && !config->clone_fd &&
-	    ops_prepare_stores(&state->fs, state->se, &state->loop.running) < 0) {
-		pyfs_err_set(err, "cannot allocate the decompression caches: %s", strerror(ENOMEM));
-		rc = -ENOMEM;
+	if (rc == 0 && !config->clone_fd) {
+		if (ops_prepare_stores(&state->fs, state->se, &state->loop.running) < 0) {
+			pyfs_err_set(err, "cannot allocate the page-cache store map: %s",
+				     strerror(ENOMEM));
+			rc = -ENOMEM;
+		}
+		mount_loop_serve_while(&state->loop, &state->fs.stores_under_way);
 	}
 	if (rc < 0) {
 		char msg[sizeof(err->msg)];

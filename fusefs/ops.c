@@ -2,12 +2,13 @@
  * ops.c - FUSE low-level handlers serving a validated pyfs image from RAM.
  *
  * Every handler ends in exactly one fuse_reply_*(). Lookups and reads are
- * bounds-checked O(log n) / O(1) accessors of image.h, so no handler blocks,
- * allocates or logs. Reads of a compressed image decompress through a block
- * cache made for each serving thread before serving (ops_prepare_reads); a
- * thread beyond them shares a spare cache under a lock, and a block that does
- * not decompress is logged once by the image. Modifying requests get EROFS (the mount is also "ro",
- * so the kernel refuses most of them itself).
+ * bounds-checked O(log n) / O(1) accessors of image.h, so no handler
+ * allocates or logs, and none blocks but a store into the page cache
+ * (ops_store_file_start), which can wait for another thread's answer. Reads of a compressed image
+ * decompress through a block cache made for each serving thread before serving (ops_prepare_reads);
+ * a thread beyond them shares a spare cache under a lock, and a block that does not decompress is
+ * logged once by the image. Modifying requests get EROFS (the mount is also "ro", so the kernel
+ * refuses most of them itself).
  */
 #include "ops.h"
 
@@ -162,7 +163,10 @@ static void ops_decode_file_start(struct ops_fs *fs, uint32_t index)
  *
  * A store waits for pages locked by a read of the same file that is in
  * flight, which another serving thread must answer: at most all threads but
- * one store at a time, so that one is always free to answer it.
+ * one store at a time, so that one is always free to answer it, and the
+ * serving loop serves on after a signal until no store is under way
+ * (mount_loop_serve_while). A file refused for that reason may be stored at
+ * a later open.
  */
 static void ops_store_file_start(struct ops_fs *fs, uint32_t index, fuse_ino_t ino)
 {
@@ -177,8 +181,11 @@ static void ops_store_file_start(struct ops_fs *fs, uint32_t index, fuse_ino_t i
 	    (inode->mode & S_IFMT) != S_IFREG || inode->data_size == 0 ||
 	    (atomic_fetch_or(&fs->stored[index / 64], bit) & bit))
 		return;
-	if (atomic_fetch_add(&fs->stores_under_way, 1) + 1 >= atomic_load(fs->serving_threads))
+	if (atomic_fetch_add(&fs->stores_under_way, 1) + 1 >= atomic_load(fs->serving_threads)) {
+		/* Busy (or no thread to spare yet): a later open may store it. */
+		atomic_fetch_and(&fs->stored[index / 64], ~bit);
 		goto out;
+	}
 	slot = ops_thread_cache(fs);
 	if (!slot ||
 	    pyfs_image_read_cached(fs->image, slot->cache, index, 0, fs->conn_max_readahead, &data,
@@ -430,7 +437,7 @@ int ops_prepare_reads(struct ops_fs *fs, unsigned int threads)
 int ops_prepare_stores(struct ops_fs *fs, struct fuse_session *se,
 		       const atomic_uint *serving_threads)
 {
-	if (!fs->caches)
+	if (!fs->caches || !serving_threads)
 		return 0;
 	fs->stored = calloc(pyfs_image_inode_count(fs->image) / 64 + 1, sizeof(*fs->stored));
 	if (!fs->stored)
