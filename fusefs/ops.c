@@ -4,11 +4,12 @@
  * Every handler ends in exactly one fuse_reply_*(). Lookups and reads are
  * bounds-checked O(log n) / O(1) accessors of image.h, so no handler
  * allocates or logs, and none blocks but a store into the page cache
- * (ops_store_file_start), which can wait for another thread's answer. Reads of a compressed image
- * decompress through a block cache made for each serving thread before serving (ops_prepare_reads);
- * a thread beyond them shares a spare cache under a lock, and a block that does not decompress is
- * logged once by the image. Modifying requests get EROFS (the mount is also "ro", so the kernel
- * refuses most of them itself).
+ * (ops_store_file_start), which can wait for another thread's answer.
+ * Reads of a compressed image decompress through a block cache made for
+ * each serving thread before serving (ops_prepare_reads); a thread beyond
+ * them shares a spare cache under a lock, and a block that does not
+ * decompress is logged once by the image. Modifying requests get EROFS (the
+ * mount is also "ro", so the kernel refuses most of them itself).
  */
 #include "ops.h"
 
