@@ -178,8 +178,10 @@ static void ops_store_file_start(struct ops_fs *fs, uint32_t index, fuse_ino_t i
 	const uint8_t *data;
 	size_t len;
 
+	/* A plain load first: every later ioctl of the file (warm imports) only reads the bit. */
 	if (!fs->stored || !fs->options.decode_ahead || !inode ||
 	    (inode->mode & S_IFMT) != S_IFREG || inode->data_size == 0 ||
+	    (atomic_load_explicit(&fs->stored[index / 64], memory_order_relaxed) & bit) ||
 	    (atomic_fetch_or(&fs->stored[index / 64], bit) & bit))
 		return;
 	if (atomic_fetch_add(&fs->stores_under_way, 1) + 1 >= atomic_load(fs->serving_threads)) {
