@@ -156,7 +156,8 @@ static void ops_decode_file_start(struct ops_fs *fs, uint32_t index)
  * readahead window, 128 KiB) into the kernel's page cache with
  * FUSE_NOTIFY_STORE, decompressed, before answering the request that told
  * us: the read that follows is then served by the kernel with no request.
- * Called at a file's first ioctl, which Python's open() makes (isatty())
+ * Called (when fs->stored is set) at a file's first ioctl, which Python's
+ * open() makes (isatty())
  * between the lookup and the first read: the kernel has the inode by then
  * (a store right after the lookup's reply usually came too early), and the
  * blocks are usually decoded already (ops_decode_file_start). Once per
@@ -178,11 +179,14 @@ static void ops_store_file_start(struct ops_fs *fs, uint32_t index, fuse_ino_t i
 	const uint8_t *data;
 	size_t len;
 
-	/* A plain load first: every later ioctl of the file (warm imports) only reads the bit. */
-	if (!fs->stored || !fs->options.decode_ahead || !inode ||
-	    (inode->mode & S_IFMT) != S_IFREG || inode->data_size == 0 ||
-	    (atomic_load_explicit(&fs->stored[index / 64], memory_order_relaxed) & bit) ||
-	    (atomic_fetch_or(&fs->stored[index / 64], bit) & bit))
+	/*
+	 * The bit first, with a plain load: every later ioctl of the inode (all
+	 * of a warm import's) stops here. Inodes that are not files get the bit
+	 * too, and are not looked at again.
+	 */
+	if ((atomic_load_explicit(&fs->stored[index / 64], memory_order_relaxed) & bit) ||
+	    (atomic_fetch_or(&fs->stored[index / 64], bit) & bit) || !inode ||
+	    (inode->mode & S_IFMT) != S_IFREG || inode->data_size == 0)
 		return;
 	if (atomic_fetch_add(&fs->stores_under_way, 1) + 1 >= atomic_load(fs->serving_threads)) {
 		/* Busy (or no thread to spare yet): a later open may store it. */
@@ -440,7 +444,7 @@ int ops_prepare_reads(struct ops_fs *fs, unsigned int threads)
 int ops_prepare_stores(struct ops_fs *fs, struct fuse_session *se,
 		       const atomic_uint *serving_threads)
 {
-	if (!fs->caches || !serving_threads)
+	if (!fs->caches || !fs->options.decode_ahead || !serving_threads)
 		return 0;
 	fs->stored = calloc(pyfs_image_inode_count(fs->image) / 64 + 1, sizeof(*fs->stored));
 	if (!fs->stored)

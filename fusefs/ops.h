@@ -91,8 +91,8 @@ struct ops_fs {
 	pthread_mutex_t spare_lock; /* guards caches[cache_count - 1] when all are claimed */
 	/*
 	 * Storing into the page cache (ops_store_file_start): the session, the
-	 * threads serving it (NULL: never store), the stores under way, and
-	 * one bit per inode for the files already stored.
+	 * threads serving it, the stores under way, and one bit per inode for
+	 * those already seen (NULL: never store).
 	 */
 	struct fuse_session *se;
 	const atomic_uint *serving_threads;
@@ -114,7 +114,8 @@ void ops_release_reads(struct ops_fs *fs);
  * loop (serving_threads: the count of its running threads): let the
  * handlers store the first bytes of files being opened into the kernel's
  * page cache through se. No-op for an uncompressed image (measured: no
- * gain there). 0 or -ENOMEM; ops_release_reads() frees it.
+ * gain there) and with -o no_decode_ahead. 0 or -ENOMEM;
+ * ops_release_reads() frees it.
  */
 int ops_prepare_stores(struct ops_fs *fs, struct fuse_session *se,
 		       const atomic_uint *serving_threads);
